@@ -1,0 +1,29 @@
+# make demo  - set up .venv if missing, train the image classifier on the embedded digits data
+# make test  - set up .venv if missing, run the whole test suite on jax, tensorflow and torch
+PYTHON ?= python3
+VENV ?= .venv
+BACKENDS ?= jax tensorflow torch
+PYTEST_ARGS ?=
+export KDL_DATA ?= $(abspath ../shared/data)
+
+.PHONY: demo test install clean
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -c constraints-cpu.txt -e '.[all,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/kdl train recipes/image_classification/digits_cnn.toml --out runs/digits_cnn
+
+test: install
+	@set -e; for backend in $(BACKENDS); do \
+		echo "=== tests on $$backend ==="; \
+		KERAS_BACKEND=$$backend $(VENV)/bin/python -m pytest $(PYTEST_ARGS); \
+	done
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,19 @@
+"""kdl: task recipes written once in Keras 3 that run on JAX, TensorFlow or PyTorch.
+
+Public surface only. Sub-modules load on first use, so `import kdl` does not import Keras
+and the backend can still be chosen (`kdl.backend.select("torch")`) after it.
+
+>>> import kdl
+>>> clf = kdl.recipes.image_classifier(epochs=1)   # doctest: +SKIP
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+__all__ = ["backend", "config", "data", "errors", "evaluation", "models", "recipes"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        return importlib.import_module(f"kdl.{name}")
+    raise AttributeError(f"module 'kdl' has no attribute {name!r}")

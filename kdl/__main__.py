@@ -1,0 +1,5 @@
+"""`python -m kdl` is the `kdl` command."""
+
+from kdl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""The active Keras backend, its devices, seeding and numeric settings.
+
+This is the one module that talks to JAX, TensorFlow or PyTorch directly. The backend is
+chosen once per process, before Keras is imported (`KERAS_BACKEND`, or `select()`, which
+the CLI's `--backend` calls); kdl then uses whatever Keras was imported with.
+
+>>> from kdl import backend
+>>> backend.name() in backend.BACKENDS
+True
+>>> any(d.startswith("cpu") for d in backend.devices())
+True
+"""
+
+import importlib.metadata
+import os
+import platform
+import sys
+
+from kdl.errors import BackendError
+
+BACKENDS = ("jax", "tensorflow", "torch")
+
+
+def _check_known(name):
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+
+
+def select(name):
+    """Make `name` the backend of this process. Call before Keras is imported.
+
+    Once Keras is imported the backend is fixed: asking for another one is an error.
+    """
+    _check_known(name)
+    if "keras" in sys.modules:
+        require(name)
+        return
+    os.environ["KERAS_BACKEND"] = name
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+
+
+def name():
+    """The backend Keras runs on in this process: "jax", "tensorflow" or "torch"."""
+    import keras
+
+    return keras.backend.backend()
+
+
+def require(wanted):
+    """Raise BackendError unless Keras was imported with the backend `wanted`."""
+    _check_known(wanted)
+    active = name()
+    if active != wanted:
+        raise BackendError(
+            f"Keras was imported with the {active!r} backend, so this process cannot run on "
+            f"{wanted!r}. Start a new process with KERAS_BACKEND={wanted} (or `kdl ... --backend "
+            f"{wanted}`); `kdl compare` runs each backend in its own process."
+        )
+
+
+def devices():
+    """The devices the active backend sees, e.g. ["cpu:0"] or ["cpu:0", "gpu:0", "gpu:1"]."""
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        found = {f"{d.platform}:{d.id}" for d in jax.devices()} | {"cpu:0"}
+        return sorted(found)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        kinds = [d.device_type.lower() for d in tf.config.list_logical_devices()]
+        return [f"{kind}:{kinds[:i].count(kind)}" for i, kind in enumerate(kinds)]
+    import torch
+
+    found = ["cpu:0"] + [f"gpu:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        found.append("mps:0")
+    return found
+
+
+def accelerator():
+    """"gpu", "tpu" or "cpu": the fastest kind of device the active backend sees."""
+    kinds = {d.split(":")[0] for d in devices()}
+    return next((kind for kind in ("tpu", "gpu", "mps") if kind in kinds), "cpu")
+
+
+def set_seed(seed):
+    """Seed Python, NumPy and the backend's random generators (weights init, dropout, shuffles)."""
+    import keras
+
+    keras.utils.set_random_seed(int(seed))
+
+
+def use_exact_float32():
+    """Turn off TF32 matrix maths so float32 results agree across backends on GPUs.
+
+    No effect on CPUs. Called by every recipe before training (the comparisons need it).
+    """
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+    else:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+def versions():
+    """Installed versions of Python, kdl and the libraries it runs on (None when absent)."""
+    packages = ("kdl", "keras", "jax", "jaxlib", "tensorflow", "torch", "tensorflow-datasets",
+                "scikit-learn", "numpy")
+    found = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def info():
+    """Backend, devices and versions in one dict (what `kdl info` prints)."""
+    return {"backend": name(), "devices": devices(), "accelerator": accelerator(),
+            "versions": versions()}

@@ -1,0 +1,147 @@
+"""The `kdl` command: a thin layer over the Python API.
+
+    kdl info
+    kdl train recipes/image_classification/digits_cnn.toml --backend jax --out runs/digits
+    kdl evaluate runs/digits
+    kdl predict runs/digits some_digit.png
+
+`--backend` is applied before Keras is imported. Bad input prints one `kdl: error:` line
+and exits with status 1.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+from kdl import backend
+from kdl.errors import KdlError
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if getattr(args, "backend", None):
+        backend.select(args.backend)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return args.handler(args) or 0
+    except KdlError as error:
+        print(f"kdl: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _info(args):
+    found = backend.info()
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return
+    print(f"backend      {found['backend']}")
+    print(f"devices      {', '.join(found['devices'])}")
+    print(f"accelerator  {found['accelerator']}")
+    for package, version in found["versions"].items():
+        print(f"{package:<12} {version or '-'}")
+
+
+def _train(args):
+    from kdl import recipes
+
+    path = pathlib.Path(args.recipe)
+    overrides = args.set + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
+    if args.recipe.endswith(".toml") or path.is_dir():
+        recipe = recipes.load(path, overrides, data_root=args.data_root)
+    else:
+        recipe = recipes.create(args.recipe, overrides, data_root=args.data_root)
+    out = pathlib.Path(args.out or pathlib.Path("runs") / path.stem)
+    print(f"kdl: training {recipe.task} (model {recipe.config.model.name!r}, data "
+          f"{recipe.config.data.source!r}) on {backend.name()} [{', '.join(backend.devices())}]",
+          flush=True)
+    start = time.perf_counter()
+    recipe.fit(out=out, verbose=0 if args.quiet else "auto")
+    seconds = time.perf_counter() - start
+    report = recipe.evaluate(args.split)
+    report.meta["fit_seconds"] = round(seconds, 2)
+    print(report)
+    recipe.save(out)
+    print(f"kdl: fit took {seconds:.1f} s on {backend.name()}; run saved to {out}")
+
+
+def _evaluate(args):
+    from kdl import recipes
+
+    report = recipes.load(args.run, data_root=args.data_root).evaluate(args.split)
+    print(report.to_json() if args.json else report)
+
+
+def _predict(args):
+    import numpy as np
+
+    from kdl import recipes
+
+    recipe = recipes.load(args.run)
+    rows = []
+    for item in args.inputs:
+        inputs = np.load(item, allow_pickle=False) if item.endswith(".npy") else [item]
+        predictions = recipe.predict(inputs)
+        for index, top in enumerate(predictions.top(args.top_k)):
+            name = item if len(predictions) == 1 else f"{item}[{index}]"
+            rows.append({"input": name, "top": [{"label": l, "probability": p} for l, p in top]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        best = ", ".join(f"{t['label']} ({t['probability']:.3f})" for t in row["top"])
+        print(f"{row['input']}\t{best}")
+
+
+def _parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--backend", choices=backend.BACKENDS, default=argparse.SUPPRESS,
+                        help="Keras backend for this run (default: $KERAS_BACKEND, else tensorflow)")
+    parser = argparse.ArgumentParser(prog="kdl", parents=[common], description=(
+        "Train, evaluate and use kdl task recipes on JAX, TensorFlow or PyTorch."))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser("info", parents=[common],
+                               help="show the backend, its devices and library versions")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(handler=_info)
+
+    train = commands.add_parser("train", parents=[common], help="train a recipe, evaluate it, save the run",
+                                description="Train a recipe file (or a task's defaults), print the "
+                                            "evaluation report and write the run directory.")
+    train.add_argument("recipe", help="a recipe .toml file, or a task name such as image_classifier")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override a config field, e.g. --set train.epochs=3 (repeatable)")
+    train.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
+    train.add_argument("--out", help="run directory (default: runs/<recipe name>)")
+    train.add_argument("--split", default="test", help="split to evaluate on (default: test)")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch progress bar")
+    _data_root_option(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="score a saved run on a split")
+    evaluate.add_argument("run", help="a run directory written by `kdl train`")
+    evaluate.add_argument("--split", default="test", help="split to evaluate on (default: test)")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    _data_root_option(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", parents=[common], help="predict with a saved run")
+    predict.add_argument("run", help="a run directory written by `kdl train`")
+    predict.add_argument("inputs", nargs="+", help="input files: images, or .npy arrays of images")
+    predict.add_argument("--top-k", type=int, default=1, help="classes to show per input (default 1)")
+    predict.add_argument("--json", action="store_true", help="print JSON")
+    predict.set_defaults(handler=_predict)
+    return parser
+
+
+def _data_root_option(command):
+    command.add_argument("--data-root", default=None,
+                         help="folder that relative dataset paths in recipes are read from "
+                              "(default: $KDL_DATA)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,12 @@
+"""Datasets for kdl: `load_images` (digits, IDX, image folders, TFDS, arrays) and `batches`.
+
+>>> from kdl.data import batches, load_images
+>>> data = load_images("digits", limit=100)
+>>> [images.shape[0] for images, _ in batches(data.splits["test"], batch_size=64)]
+[64, 36]
+"""
+
+from kdl.data.images import DatasetInfo, ImageDataset, load_images
+from kdl.data.pipeline import batches
+
+__all__ = ["DatasetInfo", "ImageDataset", "batches", "load_images"]

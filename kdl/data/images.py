@@ -1,0 +1,386 @@
+"""Image classification data from one call: `load_images(source)` -> `ImageDataset`.
+
+Every source gives the same thing: `info` (class names, image shape, split sizes) and `splits`,
+each a `tf.data.Dataset` of unbatched `(image, label)` pairs: HWC images with pixels in 0..255
+(uint8, or float32 once resized) and int32 labels. Sources:
+
+- `"digits"`: scikit-learn's 8x8 digits, built in and offline (1,437 train / 360 test);
+- a folder of MNIST-style IDX files (`train-images-idx3-ubyte[.gz]`, ...; see `kdl.data.idx`);
+- a folder with one sub-folder of images per class, directly or under `train/` and `test/`;
+- `"tfds:NAME"`: a TensorFlow Datasets dataset, e.g. `"tfds:cifar10"`;
+- arrays: `(x, y)` or `{"train": (x, y), "test": (x, y)}`.
+
+A source without a test split of its own gets a fixed, stratified 20% test split.
+
+>>> data = load_images("digits", validation_split=0.1)
+>>> data.info.num_examples
+{'train': 1293, 'validation': 144, 'test': 360}
+>>> data.info.image_shape, data.info.class_names[:3]
+((8, 8, 1), ['0', '1', '2'])
+>>> image, label = next(iter(data.splits["train"]))
+>>> image.dtype.name, image.shape.as_list(), label.dtype.name
+('uint8', [8, 8, 1], 'int32')
+"""
+
+import dataclasses
+import difflib
+import functools
+import math
+import os
+import pathlib
+import warnings
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from sklearn.model_selection import train_test_split
+
+from kdl.data import idx
+from kdl.errors import DataError
+
+TEST_FRACTION = 0.2  # of train, held out as "test" when a source has no test split of its own
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}  # PIL modes decoded to one channel
+ACCEPTED_SOURCES = (
+    '"digits" (built in), "tfds:NAME" (TensorFlow Datasets), a folder of MNIST-style IDX files '
+    "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+    "t10k-labels-idx1-ubyte[.gz]), a folder with one sub-folder of images per class (directly or "
+    'under train/ and test/), an (x, y) tuple of arrays, or {"train": (x, y), "test": (x, y)}'
+)
+
+
+@dataclasses.dataclass
+class DatasetInfo:
+    source: str  # the source as the user gave it ("digits", a path, "tfds:mnist", "arrays")
+    class_names: list
+    image_shape: tuple  # (H, W, C) of the images the splits yield
+    num_examples: dict  # split name -> count
+
+
+@dataclasses.dataclass
+class ImageDataset:
+    info: DatasetInfo
+    splits: dict  # split name -> tf.data.Dataset of unbatched (image, label) pairs
+
+
+def load_images(
+    source, *, data_root=None, image_size=None, class_names=None, validation_split=0.0, limit=None, seed=0
+):
+    """Load an image classification dataset as "train", ["validation",] "test" splits.
+
+    source: see the module docstring. A relative path is looked up in the current directory,
+        then under `data_root`, then under the `KDL_DATA` environment variable.
+    image_size: (height, width) to resize every image to (float32 pixels); None keeps the native size.
+    class_names: names for label indices (arrays, IDX, TFDS; default "0", "1", ... or the TFDS
+        names); for an image folder, which class sub-folders to use, in this order.
+    validation_split: fraction of train held out as "validation", stratified and seeded by `seed`.
+    limit: keep at most this many examples of each split (the first ones, before the hold-out).
+    """
+    _check_options(image_size, validation_split, limit)
+    options = dict(image_size=image_size, validation_split=validation_split, limit=limit)
+    if isinstance(source, (tuple, dict)):
+        return _from_arrays("arrays", _array_splits(source), class_names, seed=seed, **options)
+    if isinstance(source, str) and source == "digits":
+        return _from_arrays("digits", {"train": _digits()}, class_names, seed=seed, **options)
+    if isinstance(source, str) and source.startswith("tfds:"):
+        return _from_tfds(source, data_root, class_names, **options)
+    if not isinstance(source, (str, os.PathLike)):
+        raise DataError(
+            f"unsupported data source of type {type(source).__name__}; accepted: {ACCEPTED_SOURCES}"
+        )
+    folder = _resolve_path(source, data_root)
+    if folder.is_dir() and idx.is_idx_folder(folder):
+        return _from_arrays(os.fspath(source), idx.load_idx_folder(folder), class_names, seed=seed, **options)
+    if folder.is_dir() and _subfolders(folder):
+        return _from_image_folder(os.fspath(source), folder, class_names, seed=seed, **options)
+    contents = sorted(p.name + "/" * p.is_dir() for p in folder.iterdir()) if folder.is_dir() else None
+    found = (
+        "it is a file" if contents is None else f"it holds {contents[:10]}" + " ..." * (len(contents) > 10)
+    )
+    raise DataError(
+        f"{folder} is neither a folder of IDX files nor a folder of class sub-folders: {found}. "
+        f"Accepted: {ACCEPTED_SOURCES}"
+    )
+
+
+def _check_options(image_size, validation_split, limit):
+    if not 0 <= validation_split < 1:
+        raise DataError(f"validation_split must be in [0, 1); got {validation_split}")
+    if limit is not None and not (isinstance(limit, int) and limit > 0):
+        raise DataError(f"limit must be a positive int or None; got {limit!r}")
+    if image_size is not None and not (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(isinstance(side, int) and side > 0 for side in image_size)
+    ):
+        raise DataError(f"image_size must be (height, width), two positive ints; got {image_size!r}")
+
+
+def _resolve_path(source, data_root):
+    """The existing path `source` names: as given, or relative to the cwd, data_root, then $KDL_DATA."""
+    path = pathlib.Path(source).expanduser()
+    roots = [pathlib.Path.cwd(), data_root, os.environ.get("KDL_DATA")]
+    candidates = (
+        [path] if path.is_absolute() else [pathlib.Path(root).expanduser() / path for root in roots if root]
+    )
+    found = next((candidate for candidate in candidates if candidate.exists()), None)
+    if found is None:
+        raise DataError(
+            f"data source {os.fspath(source)!r} not found; tried {', '.join(map(str, candidates))}. "
+            "Relative paths are looked up in the current directory, then data_root (--data-root), then "
+            f"the KDL_DATA environment variable{'' if os.environ.get('KDL_DATA') else ' (not set)'}. "
+            f"Accepted sources: {ACCEPTED_SOURCES}"
+        )
+    return found
+
+
+# --- index-based sources: arrays, digits, IDX and image folders ---------------------------------
+
+
+def _from_indexed(source, splits, class_names, to_dataset, *, image_size, validation_split, limit, seed):
+    """An ImageDataset from split -> (items, labels) arrays, `to_dataset(items, labels)` making each split.
+
+    A missing "test" split is a fixed stratified hold-out of train; then `limit`; then "validation".
+    """
+    if "test" not in splits:
+        splits = dict(zip(("train", "test"), _hold_out(*splits["train"], TEST_FRACTION, seed=0)))
+    train, test = ((items[:limit], labels[:limit]) for items, labels in (splits["train"], splits["test"]))
+    arrays = {"train": train}
+    if validation_split:
+        arrays["train"], arrays["validation"] = _hold_out(*train, validation_split, seed)
+    arrays["test"] = test
+    datasets = {name: to_dataset(items, labels) for name, (items, labels) in arrays.items()}
+    return _image_dataset(source, class_names, datasets, image_size)
+
+
+def _hold_out(items, labels, fraction, seed):
+    """((items, labels) kept, (items, labels) held out), holding out a seeded `fraction` of each class."""
+    indices = np.arange(len(labels))
+    try:
+        kept, held = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError:  # a class too small to stratify: hold out a plain seeded sample
+        kept, held = train_test_split(indices, test_size=fraction, random_state=seed)
+    return (items[kept], labels[kept]), (items[held], labels[held])
+
+
+def _image_dataset(source, class_names, datasets, image_size):
+    """Resize each split when asked, then describe them all in a DatasetInfo."""
+    if image_size is not None:
+        resize = lambda image, label: (tf.image.resize(image, image_size), label)  # noqa: E731
+        datasets = {
+            name: ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE) for name, ds in datasets.items()
+        }
+    info = DatasetInfo(
+        source=source,
+        class_names=list(class_names),
+        image_shape=tuple(datasets["train"].element_spec[0].shape.as_list()),
+        num_examples={name: int(ds.cardinality()) for name, ds in datasets.items()},
+    )
+    return ImageDataset(info, datasets)
+
+
+def _from_arrays(source, splits, class_names, **options):
+    splits = {name: _checked_arrays(name, pair) for name, pair in splits.items()}
+    class_names = _class_names_for(np.concatenate([labels for _, labels in splits.values()]), class_names)
+    return _from_indexed(source, splits, class_names, _arrays_dataset, **options)
+
+
+def _arrays_dataset(images, labels):
+    return tf.data.Dataset.from_tensor_slices((images, labels))
+
+
+def _array_splits(source):
+    splits = source if isinstance(source, dict) else {"train": source}
+    if "train" not in splits or not set(splits) <= {"train", "test"}:
+        raise DataError(f'array splits {sorted(splits)}: expected {{"train": (x, y), "test": (x, y)}}')
+    return dict(splits)
+
+
+def _checked_arrays(split, pair):
+    """(images (N, H, W, C) uint8 or float32, labels (N,) int32) from a split's (x, y), checked."""
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+        raise DataError(f"{split} data must be an (x, y) pair of arrays; got {type(pair).__name__}")
+    x, y = np.asarray(pair[0]), np.asarray(pair[1])
+    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3, 4)):
+        raise DataError(f"{split} x has shape {x.shape}; expected (N, H, W) or (N, H, W, C) with C 1, 3 or 4")
+    if y.shape != (len(x),):
+        raise DataError(f"{split} x holds {len(x)} images but y has shape {y.shape}; expected ({len(x)},)")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{split} y has dtype {y.dtype}; expected integer class indices")
+    if np.issubdtype(x.dtype, np.floating) and x.size and x.max() <= 1.0:
+        warnings.warn(
+            "images are expected in 0..255 but these are all <= 1.0: they will look almost black to the model"
+        )
+    images = x[..., np.newaxis] if x.ndim == 3 else x
+    return (images if images.dtype == np.uint8 else images.astype(np.float32)), y.astype(np.int32)
+
+
+def _class_names_for(labels, class_names):
+    """`class_names`, or "0".."max label", after checking every label indexes one (and there are 2+)."""
+    num_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
+    outside = np.unique(labels[(labels < 0) | (labels >= num_classes)])
+    if outside.size:
+        basis = "len(class_names)" if class_names is not None else "max label + 1"
+        raise DataError(
+            f"labels {outside.tolist()[:10]} are outside [0, {num_classes}) ({num_classes} = {basis})"
+        )
+    if num_classes < 2:
+        raise DataError(f"found {num_classes} class; a classifier needs at least 2")
+    return list(class_names) if class_names is not None else [str(label) for label in range(num_classes)]
+
+
+def _digits():
+    """scikit-learn's 8x8 digits: pixels 0..16 scaled to 0..255 uint8."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.round(digits.images * 255 / 16).astype(np.uint8), digits.target
+
+
+def _from_image_folder(source, folder, class_names, *, image_size, **options):
+    layout = {split: folder / split for split in ("train", "test")}
+    if not all(path.is_dir() and _subfolders(path) for path in layout.values()):
+        layout = {"train": folder}
+    files = {split: _class_files(path) for split, path in layout.items()}
+    found = sorted(files["train"])
+    if "test" in files and sorted(files["test"]) != found:
+        raise DataError(
+            f"{folder}: train/ has classes {found} but test/ has {sorted(files['test'])}; they must match"
+        )
+    unknown = sorted(set(class_names or ()) - set(found))
+    if unknown:
+        raise DataError(f"class_names {unknown} are not sub-folders of {folder}; found {found}")
+    class_names = list(class_names or found)
+    if len(class_names) < 2:
+        found_names = ", ".join(map(repr, class_names))
+        raise DataError(
+            f"found {len(class_names)} class {found_names} in {folder}; a classifier needs at least 2"
+        )
+    paths = [path for by_class in files.values() for name in class_names for path in by_class[name]]
+    shape = _image_shape(paths, image_size)
+    splits = {split: _file_arrays(by_class, class_names) for split, by_class in files.items()}
+    to_dataset = functools.partial(_files_dataset, shape=shape)
+    return _from_indexed(source, splits, class_names, to_dataset, image_size=image_size, **options)
+
+
+def _subfolders(folder):
+    return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+
+
+def _class_files(folder):
+    """Class name -> its image files, for each class sub-folder of `folder`."""
+    files = {}
+    for class_folder in _subfolders(folder):
+        images = sorted(path for path in class_folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(f"class folder {class_folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        files[class_folder.name] = images
+    return files
+
+
+def _file_arrays(files, class_names):
+    """(paths, labels) arrays of the named classes' files, in a fixed shuffled order so classes mix."""
+    pairs = [(str(path), label) for label, name in enumerate(class_names) for path in files[name]]
+    order = np.random.default_rng(0).permutation(len(pairs))
+    return np.array([pairs[i][0] for i in order]), np.array([pairs[i][1] for i in order], np.int32)
+
+
+def _image_shape(paths, image_size):
+    """(H, W, C) the images decode to, reading every header now so a bad file fails before training.
+
+    H and W are None when sizes differ (allowed only with image_size); C is 1 if all are grey, else 3.
+    """
+    headers = {path: _read_header(path) for path in paths}
+    (width, height), _ = headers[paths[0]]
+    odd = next((path for path in paths if headers[path][0] != (width, height)), None)
+    if odd is not None and image_size is None:
+        odd_width, odd_height = headers[odd][0]
+        raise DataError(
+            f"images differ in size: {paths[0]} is {height}x{width} (HxW) but {odd} is "
+            f"{odd_height}x{odd_width}; pass image_size=(height, width) to resize them all"
+        )
+    channels = 1 if all(mode in GREY_MODES for _, mode in headers.values()) else 3
+    return (None, None, channels) if odd is not None else (height, width, channels)
+
+
+def _read_header(path):
+    """(size, mode) of an image file, read from its header only."""
+    try:
+        with Image.open(path) as image:
+            return image.size, image.mode
+    except OSError as error:
+        raise DataError(f"cannot read image {path}: {error}") from error
+
+
+def _files_dataset(paths, labels, *, shape):
+    """A split decoding each image file lazily to `shape` (H, W, C)."""
+
+    def decode(path, label):
+        # Decode as RGB, which every format supports (GIF and BMP cannot decode straight to grey).
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        if shape[-1] == 1:
+            image = tf.image.rgb_to_grayscale(image)
+        return tf.ensure_shape(image, shape), label
+
+    return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
+# --- TensorFlow Datasets --------------------------------------------------------------------------
+
+
+def _from_tfds(source, data_root, class_names, *, image_size, validation_split, limit):
+    import tensorflow_datasets as tfds  # slow to import: only this source needs it
+
+    name = source.removeprefix("tfds:")
+    try:
+        builder = tfds.builder(name, data_dir=data_root and os.fspath(data_root))
+    except tfds.core.DatasetNotFoundError as error:
+        close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False), n=5)
+        raise DataError(f"unknown TFDS dataset {name!r}; close matches: {close or 'none'}") from error
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # no network, a missing extra, a bad data_dir: each raises its own type
+        raise DataError(
+            f"TFDS dataset {name!r} could not be downloaded or found in data_dir {builder.data_dir}: {error}"
+        ) from error
+    features = builder.info.features
+    label = features["label"] if "label" in features else None  # FeaturesDict has no .get
+    if "image" not in features or not isinstance(label, tfds.features.ClassLabel):
+        raise DataError(
+            f"{source} has features {list(features.keys())}; expected 'image' and a ClassLabel 'label'"
+        )
+    if class_names is not None and len(class_names) != label.num_classes:
+        raise DataError(f"{source} has {label.num_classes} classes but {len(class_names)} class_names")
+    if None in features["image"].shape and image_size is None:
+        raise DataError(
+            f"{source} images vary in size {features['image'].shape}; pass image_size=(height, width)"
+        )
+    splits = builder.info.splits  # empty when mocked by tfds.testing.mock_data
+    test_split = "validation" if "test" not in splits and "validation" in splits else "test"
+    slices = _tfds_slices(builder, test_split, validation_split, limit)
+    datasets = {
+        split: builder.as_dataset(split=tfds_split, as_supervised=True).map(_int32_label)
+        for split, tfds_split in slices.items()
+    }
+    return _image_dataset(source, class_names or label.names, datasets, image_size)
+
+
+def _int32_label(image, label):
+    return image, tf.cast(label, tf.int32)
+
+
+def _tfds_slices(builder, test_split, validation_split, limit):
+    """Our split -> a TFDS split slice: `limit` examples at most, then "validation" from train's end."""
+
+    def size(split):
+        return min(int(builder.as_dataset(split=split).cardinality()), limit or math.inf)
+
+    train_size = size("train")
+    held = math.ceil(train_size * validation_split)
+    slices = {"train": f"train[:{train_size - held}]"}
+    if validation_split:
+        slices["validation"] = f"train[{train_size - held}:{train_size}]"
+    slices["test"] = f"{test_split}[:{size(test_split)}]"
+    return slices

@@ -1,0 +1,6 @@
+"""Backend-free scoring of model outputs (numpy in, `Report` out); see docs/evaluation.md."""
+
+from kdl.evaluation.classification import ClassificationReport, classification, expected_calibration_error
+from kdl.evaluation.report import Report
+
+__all__ = ["Report", "ClassificationReport", "classification", "expected_calibration_error"]

@@ -1,0 +1,8 @@
+"""The task API: `kdl.recipes.image_classifier(...)`, and `load` for recipe files and runs."""
+
+from kdl.recipes.classifier import Predictions
+from kdl.recipes.image_classifier import ImageClassifier, image_classifier
+from kdl.recipes.recipe import RECIPES, Recipe, TrainConfig, create, load
+
+__all__ = ["ImageClassifier", "Predictions", "RECIPES", "Recipe", "TrainConfig", "create",
+           "image_classifier", "load"]

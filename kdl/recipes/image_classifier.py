@@ -1,0 +1,123 @@
+"""The image classification recipe.
+
+>>> import kdl
+>>> clf = kdl.recipes.image_classifier()      # scikit-learn's digits, a small CNN  # doctest: +SKIP
+>>> clf.fit()                                  # about 97% test accuracy in ~10 s on 2 CPU cores  # doctest: +SKIP
+>>> print(clf.evaluate())                      # doctest: +SKIP
+>>> clf.predict(images).labels                 # images: (N, 8, 8) pixels 0..255  # doctest: +SKIP
+"""
+
+import dataclasses
+import pathlib
+import typing
+
+import numpy as np
+
+from kdl import models
+from kdl.errors import DataError
+from kdl.recipes.classifier import Classifier
+from kdl.recipes.recipe import TrainConfig, configure
+
+
+@dataclasses.dataclass
+class ImageDataConfig:
+    source: str = "digits"          # "digits", a folder (IDX files or class sub-folders), "tfds:NAME"
+    batch_size: int = 32
+    validation_split: float = 0.1   # fraction of train held out to watch overfitting
+    image_size: typing.Optional[list[int]] = None   # [H, W] to resize to; None keeps the native size
+    class_names: typing.Optional[list[str]] = None  # None: the dataset's own names
+    limit: typing.Optional[int] = None              # at most this many examples per split
+
+
+@dataclasses.dataclass
+class ImageModelConfig:
+    name: str = "cnn"               # a backbone in kdl.models: "cnn", "resnet"
+    augment: list[str] = dataclasses.field(default_factory=list)  # flip, rotate, translate, zoom, contrast
+    options: dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # backbone keywords
+
+
+@dataclasses.dataclass
+class ImageClassifierConfig:
+    task: str = "image_classifier"
+    seed: int = 0
+    data: ImageDataConfig = dataclasses.field(default_factory=ImageDataConfig)
+    model: ImageModelConfig = dataclasses.field(default_factory=ImageModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
+        epochs=20, learning_rate=2e-3, schedule="cosine"))
+
+
+class ImageClassifier(Classifier):
+    """Images in, class names and probabilities out. Build it with `kdl.recipes.image_classifier`."""
+
+    task = "image_classifier"
+    Config = ImageClassifierConfig
+
+    def load_data(self):
+        from kdl.data import load_images
+
+        data = self.config.data
+        dataset = load_images(self.arrays if data.source == "arrays" else data.source,
+                              data_root=self.data_root, image_size=data.image_size,
+                              class_names=data.class_names,
+                              validation_split=data.validation_split, limit=data.limit,
+                              seed=self.config.seed)
+        data.class_names = list(dataset.info.class_names)   # the resolved config names them
+        return dataset
+
+    def build_model(self):
+        model = self.config.model
+        return models.image_classifier(self.data.info.image_shape, len(self.class_names),
+                                       backbone=model.name, augment=model.augment,
+                                       seed=self.config.seed, **model.options)
+
+    def prepare_inputs(self, images):
+        """Accepts image file paths, one image (H, W[, C]) or a batch (N, H, W[, C]), pixels 0..255."""
+        height, width, channels = self.model.input_shape[1:]
+        if isinstance(images, (str, pathlib.Path)) or (
+                isinstance(images, (list, tuple)) and images and
+                all(isinstance(i, (str, pathlib.Path)) for i in images)):
+            paths = [images] if isinstance(images, (str, pathlib.Path)) else images
+            return np.stack([_read_image(p, (height, width), channels) for p in paths])
+        x = np.asarray(images, dtype="float32")
+        expected = (height, width, channels)
+        if x.shape == expected or (channels == 1 and x.shape == expected[:2]):
+            x = x[None]                                       # one image -> a batch of one
+        if x.ndim == 3 and channels == 1:
+            x = x[..., None]                                  # (N, H, W) -> (N, H, W, 1)
+        if x.ndim != 4 or x.shape[1:] != expected or len(x) == 0:
+            raise DataError(f"predict() got images of shape {np.shape(images)}; this model takes "
+                            f"images of shape {expected} (or a batch (N, {height}, {width}, "
+                            f"{channels})) with pixel values 0..255, or image file paths")
+        return x
+
+
+def image_classifier(dataset="digits", model="cnn", *, data_root=None, **overrides):
+    """A new image classification recipe.
+
+    dataset: "digits" (embedded), a folder of IDX files or of class sub-folders, "tfds:NAME",
+        or NumPy arrays `(x, y)` / `{"train": (x, y), "test": (x, y)}`.
+    model: "cnn" or "resnet" (see kdl.models).
+    overrides: any config field by name (epochs=3, batch_size=64, learning_rate=1e-3,
+        augment=["translate"], seed=1, ...); other names are the backbone's options
+        (e.g. filters=[32, 64] for "cnn", blocks=3, width=16 for "resnet").
+    """
+    arrays = None if isinstance(dataset, str) else dataset
+    config = ImageClassifierConfig()
+    config.data.source = "arrays" if arrays is not None else dataset
+    config.model.name = model
+    config = configure(config, overrides, options_of=models.get("image_backbone", model))
+    recipe = ImageClassifier(config, data_root=data_root, arrays=arrays)
+    if arrays is not None:
+        recipe.data   # check the arrays now, not at fit time
+    return recipe
+
+
+def _read_image(path, size, channels):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels]).resize(size[::-1])
+            return np.asarray(image, dtype="float32").reshape(*size, channels)
+    except (OSError, UnidentifiedImageError) as error:
+        raise DataError(f"cannot read image {str(path)!r}: {error}") from None

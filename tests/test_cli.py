@@ -1,0 +1,85 @@
+"""The `kdl` command: train -> evaluate -> predict on a run directory, and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kdl import backend
+from kdl.cli import main
+
+DIGITS = "recipes/image_classification/digits_cnn.toml"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "digits"
+    assert main(["train", DIGITS, "--epochs", "3", "--out", str(out), "--quiet",
+                 "--backend", backend.name()]) == 0
+    return out
+
+
+def test_train_writes_the_run_directory(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"model.keras", "recipe.toml", "report.json", "history.csv", "checkpoint.keras"} <= names
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["metrics"]["accuracy"] > 0.8 and report["meta"]["fit_seconds"] > 0
+    assert "epochs = 3" in (run_dir / "recipe.toml").read_text()
+
+
+def test_evaluate_reprints_the_saved_score(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((run_dir / "report.json").read_text())
+    assert printed["metrics"]["accuracy"] == pytest.approx(saved["metrics"]["accuracy"])
+
+
+def test_predict_on_npy_and_image_files(run_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from kdl.data import load_images
+
+    images = np.stack([x for x, _ in load_images("digits").splits["test"].take(2).as_numpy_iterator()])
+    np.save(tmp_path / "two.npy", images)
+    Image.fromarray(images[0, :, :, 0]).save(tmp_path / "one.png")
+    assert main(["predict", str(run_dir), str(tmp_path / "two.npy"), str(tmp_path / "one.png"),
+                 "--top-k", "2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["input"].rsplit("/", 1)[-1] for row in rows] == ["two.npy[0]", "two.npy[1]", "one.png"]
+    assert all(len(row["top"]) == 2 for row in rows)
+    assert rows[0]["top"][0]["label"] == rows[2]["top"][0]["label"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", DIGITS, "--set", "train.epoch=3"], "unknown setting 'train.epoch'"),
+    (["train", DIGITS, "--set", "data.source=no/such/folder"], "no/such/folder"),
+    (["train", "image_classifer"], "unknown task 'image_classifer'"),
+    (["evaluate", "no-such-run"], "cannot load 'no-such-run'"),
+])
+def test_bad_input_is_one_error_line(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kdl: error: ") and message in err and "Traceback" not in err
+
+
+def _kdl(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "kdl", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_backend_option_is_applied_before_keras_is_imported():
+    # The one test that starts a fresh process: only there is Keras not yet imported.
+    other = next(name for name in backend.BACKENDS if name != backend.name())
+    done = _kdl("info", "--json", "--backend", other)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["backend"] == other
+
+
+def test_unknown_backend_names_the_choices():
+    done = _kdl("--backend", "jaxx", "info")
+    assert done.returncode == 2
+    assert "invalid choice: 'jaxx'" in done.stderr and "'jax', 'tensorflow', 'torch'" in done.stderr

@@ -1,0 +1,49 @@
+"""kdl.models: every image backbone builds, trains a step, and rejects unknown names/options."""
+
+import keras
+import numpy as np
+import pytest
+
+from kdl import models
+from kdl.errors import ConfigError
+
+
+@pytest.mark.parametrize("backbone, options", [
+    ("cnn", {"filters": [8, 16], "dense": 16}),
+    ("resnet", {"stages": 2, "blocks": 1, "width": 8}),
+])
+def test_backbones_build_and_train_a_step(backbone, options):
+    model = models.image_classifier((12, 12, 1), num_classes=3, backbone=backbone,
+                                    augment=["rotate", "translate"], seed=0, **options)
+    assert model.input_shape == (None, 12, 12, 1) and model.output_shape == (None, 3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).integers(0, 256, (8, 12, 12, 1)).astype("uint8")
+    loss = model.train_on_batch(x, np.arange(8) % 3)
+    assert np.isfinite(loss)
+    probabilities = model.predict(x, verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_resnet_depth_follows_the_blocks_option():
+    def conv_count(blocks):
+        model = models.image_classifier((8, 8, 1), 2, backbone="resnet", stages=3, blocks=blocks, width=4)
+        return sum(isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (3, 3)
+                   for layer in model.layers)
+
+    assert conv_count(3) + 1 == 20   # ResNet-20: 6 * 3 + 1 convolutions + the dense head
+    assert conv_count(1) + 1 == 8
+
+
+def test_augmentation_acts_only_in_training():
+    model = models.image_classifier((8, 8, 1), 2, augment=["translate", "contrast"], seed=0)
+    x = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 1)).astype("float32")
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+
+
+def test_unknown_model_and_option_and_augmentation():
+    with pytest.raises(ConfigError, match="unknown model 'resnt'; did you mean 'resnet'.*cnn, resnet"):
+        models.image_classifier((8, 8, 1), 2, backbone="resnt")
+    with pytest.raises(ConfigError, match="model 'resnet' has no option 'depth'.*blocks=2"):
+        models.image_classifier((8, 8, 1), 2, backbone="resnet", depth=20)
+    with pytest.raises(ConfigError, match="unknown augmentation 'mixup'; known: flip, rotate"):
+        models.image_classifier((8, 8, 1), 2, augment=["mixup"])
