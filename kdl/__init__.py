@@ -10,7 +10,7 @@ and the backend can still be chosen (`kdl.backend.select("torch")`) after it.
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["backend", "config", "data", "errors", "evaluation", "models", "recipes"]
+__all__ = ["backend", "compare", "config", "data", "errors", "evaluation", "models", "recipes"]
 
 
 def __getattr__(name):

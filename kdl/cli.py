@@ -4,6 +4,8 @@
     kdl train recipes/image_classification/digits_cnn.toml --backend jax --out runs/digits
     kdl evaluate runs/digits
     kdl predict runs/digits some_digit.png
+    kdl predict runs/sst2 --text "a gripping film" reviews.txt
+    kdl compare recipes/image_classification/digits_cnn.toml --backends jax,tensorflow,torch --epochs 2
 
 `--backend` is applied before Keras is imported. Bad input prints one `kdl: error:` line
 and exits with status 1.
@@ -75,15 +77,12 @@ def _evaluate(args):
 
 
 def _predict(args):
-    import numpy as np
-
     from kdl import recipes
 
     recipe = recipes.load(args.run)
     rows = []
     for item in args.inputs:
-        inputs = np.load(item, allow_pickle=False) if item.endswith(".npy") else [item]
-        predictions = recipe.predict(inputs)
+        predictions = recipe.predict(_inputs_of(item, args.text))
         for index, top in enumerate(predictions.top(args.top_k)):
             name = item if len(predictions) == 1 else f"{item}[{index}]"
             rows.append({"input": name, "top": [{"label": l, "probability": p} for l, p in top]})
@@ -93,6 +92,35 @@ def _predict(args):
     for row in rows:
         best = ", ".join(f"{t['label']} ({t['probability']:.3f})" for t in row["top"])
         print(f"{row['input']}\t{best}")
+
+
+def _compare(args):
+    from kdl.compare import compare
+
+    name = pathlib.Path(args.recipe).stem
+    out = pathlib.Path(args.out or pathlib.Path("runs") / f"compare-{name}")
+    comparison = compare(args.recipe, args.backends, epochs=args.epochs, steps=args.steps,
+                         batch_size=args.batch_size, out=out, overrides=args.set,
+                         data_root=args.data_root, tuned=args.tuned, baseline=args.baseline,
+                         agreement_steps=args.agreement_steps, timeout=args.timeout)
+    print()
+    print(comparison)
+    print(f"kdl: report written to {out}/comparison.md (+ comparison.json, throughput.png, loss_curves.png)")
+    return 0 if comparison.succeeded else 1
+
+
+def _inputs_of(item, literal_text):
+    """What one command-line input means: a literal string (--text), the lines of a .txt file,
+    a .npy array, or a file path."""
+    import numpy as np
+
+    from kdl.data.text import read_lines
+
+    if literal_text:
+        return [item]
+    if item.endswith(".npy"):
+        return np.load(item, allow_pickle=False)
+    return read_lines(item) if item.endswith(".txt") else [item]
 
 
 def _parser():
@@ -130,10 +158,37 @@ def _parser():
 
     predict = commands.add_parser("predict", parents=[common], help="predict with a saved run")
     predict.add_argument("run", help="a run directory written by `kdl train`")
-    predict.add_argument("inputs", nargs="+", help="input files: images, or .npy arrays of images")
+    predict.add_argument("inputs", nargs="+", help="input files: images or .npy arrays of images; for a "
+                                                    "text run, .txt files (one example a line)")
+    predict.add_argument("--text", action="store_true", help="the inputs are literal strings to classify")
     predict.add_argument("--top-k", type=int, default=1, help="classes to show per input (default 1)")
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.set_defaults(handler=_predict)
+
+    compare = commands.add_parser(
+        "compare", help="train one recipe on several backends side by side",
+        description="Train the same recipe, data order and initial weights on each backend, each in "
+                    "its own process; report speed, compile time, memory, metrics and numeric agreement.")
+    compare.add_argument("recipe", help="a recipe .toml file, or a task name such as image_classifier")
+    compare.add_argument("--backends", default="jax,tensorflow,torch",
+                         help="comma-separated backends (default: jax,tensorflow,torch)")
+    length = compare.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, help="epochs per backend (default: the recipe's)")
+    length.add_argument("--steps", type=int, help="train only this many batches per backend")
+    compare.add_argument("--batch-size", type=int, help="override data.batch_size")
+    compare.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                         help="override a config field (repeatable)")
+    compare.add_argument("--tuned", action="store_true",
+                         help="also run each backend with jit_compile=True (torch.compile on torch)")
+    compare.add_argument("--baseline", action="store_true",
+                         help="also time a plain model.fit and each framework's native training loop "
+                              "(JAX+optax, tf.function, torch eager; torch.compile with --tuned)")
+    compare.add_argument("--agreement-steps", type=int, default=3,
+                         help="identical deterministic steps for the loss-agreement check (default 3)")
+    compare.add_argument("--timeout", type=float, default=3600, help="seconds allowed per backend run")
+    compare.add_argument("--out", help="report folder (default: runs/compare-<recipe name>)")
+    _data_root_option(compare)
+    compare.set_defaults(handler=_compare)
     return parser
 
 

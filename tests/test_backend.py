@@ -47,3 +47,15 @@ def test_versions_name_the_libraries():
     versions = backend.versions()
     assert versions["keras"] == keras.__version__
     assert {"python", "jax", "tensorflow", "torch"} <= set(versions)
+
+
+def test_native_train_step_learns_a_fixed_batch():
+    from kdl import models
+
+    backend.set_seed(0)
+    model = models.image_classifier((8, 8, 1), 3, filters=[8], dense=16, dropout=0.0)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (16, 8, 8, 1)).astype("float32"), np.arange(16) % 3
+    step = backend.native_train_step(model, learning_rate=1e-2, compiled=False)
+    losses = [step(x, y) for _ in range(30)]
+    assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses

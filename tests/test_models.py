@@ -36,8 +36,14 @@ def test_resnet_depth_follows_the_blocks_option():
 
 def test_augmentation_acts_only_in_training():
     model = models.image_classifier((8, 8, 1), 2, augment=["translate", "contrast"], seed=0)
-    x = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 1)).astype("float32")
-    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+    augmentation = model.get_layer("augmentation")
+    x = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 1)).astype("float32") / 255
+
+    def run(training):
+        return keras.ops.convert_to_numpy(augmentation(x, training=training))
+
+    np.testing.assert_array_equal(run(training=False), x)
+    assert np.abs(run(training=True) - x).max() > 0.01
 
 
 def test_unknown_model_and_option_and_augmentation():

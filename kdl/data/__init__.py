@@ -1,4 +1,5 @@
-"""Datasets for kdl: `load_images` (digits, IDX, image folders, TFDS, arrays) and `batches`.
+"""Datasets for kdl: `load_images` (digits, IDX, image folders, TFDS, arrays), `load_texts`
+(GLUE folders, CSV/TSV, class folders of .txt, TFDS, arrays), text `Tokenizer`s and `batches`.
 
 >>> from kdl.data import batches, load_images
 >>> data = load_images("digits", limit=100)
@@ -8,5 +9,8 @@
 
 from kdl.data.images import DatasetInfo, ImageDataset, load_images
 from kdl.data.pipeline import batches
+from kdl.data.text import TextDataset, TextDatasetInfo, load_texts
+from kdl.data.tokenizers import Tokenizer
 
-__all__ = ["DatasetInfo", "ImageDataset", "batches", "load_images"]
+__all__ = ["DatasetInfo", "ImageDataset", "TextDataset", "TextDatasetInfo", "Tokenizer", "batches",
+           "load_images", "load_texts"]

@@ -23,22 +23,25 @@ A source without a test split of its own gets a fixed, stratified 20% test split
 """
 
 import dataclasses
-import difflib
 import functools
-import math
 import os
-import pathlib
 import warnings
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
-from sklearn.model_selection import train_test_split
 
 from kdl.data import idx
+from kdl.data.common import (
+    check_split_options,
+    class_names_for,
+    prepared_tfds_builder,
+    resolve_path,
+    split_arrays,
+    tfds_slices,
+)
 from kdl.errors import DataError
 
-TEST_FRACTION = 0.2  # of train, held out as "test" when a source has no test split of its own
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}  # PIL modes decoded to one channel
 ACCEPTED_SOURCES = (
@@ -88,7 +91,7 @@ def load_images(
         raise DataError(
             f"unsupported data source of type {type(source).__name__}; accepted: {ACCEPTED_SOURCES}"
         )
-    folder = _resolve_path(source, data_root)
+    folder = resolve_path(source, data_root, ACCEPTED_SOURCES)
     if folder.is_dir() and idx.is_idx_folder(folder):
         return _from_arrays(os.fspath(source), idx.load_idx_folder(folder), class_names, seed=seed, **options)
     if folder.is_dir() and _subfolders(folder):
@@ -104,34 +107,13 @@ def load_images(
 
 
 def _check_options(image_size, validation_split, limit):
-    if not 0 <= validation_split < 1:
-        raise DataError(f"validation_split must be in [0, 1); got {validation_split}")
-    if limit is not None and not (isinstance(limit, int) and limit > 0):
-        raise DataError(f"limit must be a positive int or None; got {limit!r}")
+    check_split_options(validation_split, limit)
     if image_size is not None and not (
         isinstance(image_size, (tuple, list))
         and len(image_size) == 2
         and all(isinstance(side, int) and side > 0 for side in image_size)
     ):
         raise DataError(f"image_size must be (height, width), two positive ints; got {image_size!r}")
-
-
-def _resolve_path(source, data_root):
-    """The existing path `source` names: as given, or relative to the cwd, data_root, then $KDL_DATA."""
-    path = pathlib.Path(source).expanduser()
-    roots = [pathlib.Path.cwd(), data_root, os.environ.get("KDL_DATA")]
-    candidates = (
-        [path] if path.is_absolute() else [pathlib.Path(root).expanduser() / path for root in roots if root]
-    )
-    found = next((candidate for candidate in candidates if candidate.exists()), None)
-    if found is None:
-        raise DataError(
-            f"data source {os.fspath(source)!r} not found; tried {', '.join(map(str, candidates))}. "
-            "Relative paths are looked up in the current directory, then data_root (--data-root), then "
-            f"the KDL_DATA environment variable{'' if os.environ.get('KDL_DATA') else ' (not set)'}. "
-            f"Accepted sources: {ACCEPTED_SOURCES}"
-        )
-    return found
 
 
 # --- index-based sources: arrays, digits, IDX and image folders ---------------------------------
@@ -142,25 +124,9 @@ def _from_indexed(source, splits, class_names, to_dataset, *, image_size, valida
 
     A missing "test" split is a fixed stratified hold-out of train; then `limit`; then "validation".
     """
-    if "test" not in splits:
-        splits = dict(zip(("train", "test"), _hold_out(*splits["train"], TEST_FRACTION, seed=0)))
-    train, test = ((items[:limit], labels[:limit]) for items, labels in (splits["train"], splits["test"]))
-    arrays = {"train": train}
-    if validation_split:
-        arrays["train"], arrays["validation"] = _hold_out(*train, validation_split, seed)
-    arrays["test"] = test
+    arrays = split_arrays(splits, validation_split, limit, seed)
     datasets = {name: to_dataset(items, labels) for name, (items, labels) in arrays.items()}
     return _image_dataset(source, class_names, datasets, image_size)
-
-
-def _hold_out(items, labels, fraction, seed):
-    """((items, labels) kept, (items, labels) held out), holding out a seeded `fraction` of each class."""
-    indices = np.arange(len(labels))
-    try:
-        kept, held = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
-    except ValueError:  # a class too small to stratify: hold out a plain seeded sample
-        kept, held = train_test_split(indices, test_size=fraction, random_state=seed)
-    return (items[kept], labels[kept]), (items[held], labels[held])
 
 
 def _image_dataset(source, class_names, datasets, image_size):
@@ -181,7 +147,7 @@ def _image_dataset(source, class_names, datasets, image_size):
 
 def _from_arrays(source, splits, class_names, **options):
     splits = {name: _checked_arrays(name, pair) for name, pair in splits.items()}
-    class_names = _class_names_for(np.concatenate([labels for _, labels in splits.values()]), class_names)
+    class_names = class_names_for(np.concatenate([labels for _, labels in splits.values()]), class_names)
     return _from_indexed(source, splits, class_names, _arrays_dataset, **options)
 
 
@@ -213,20 +179,6 @@ def _checked_arrays(split, pair):
         )
     images = x[..., np.newaxis] if x.ndim == 3 else x
     return (images if images.dtype == np.uint8 else images.astype(np.float32)), y.astype(np.int32)
-
-
-def _class_names_for(labels, class_names):
-    """`class_names`, or "0".."max label", after checking every label indexes one (and there are 2+)."""
-    num_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
-    outside = np.unique(labels[(labels < 0) | (labels >= num_classes)])
-    if outside.size:
-        basis = "len(class_names)" if class_names is not None else "max label + 1"
-        raise DataError(
-            f"labels {outside.tolist()[:10]} are outside [0, {num_classes}) ({num_classes} = {basis})"
-        )
-    if num_classes < 2:
-        raise DataError(f"found {num_classes} class; a classifier needs at least 2")
-    return list(class_names) if class_names is not None else [str(label) for label in range(num_classes)]
 
 
 def _digits():
@@ -333,18 +285,7 @@ def _files_dataset(paths, labels, *, shape):
 def _from_tfds(source, data_root, class_names, *, image_size, validation_split, limit):
     import tensorflow_datasets as tfds  # slow to import: only this source needs it
 
-    name = source.removeprefix("tfds:")
-    try:
-        builder = tfds.builder(name, data_dir=data_root and os.fspath(data_root))
-    except tfds.core.DatasetNotFoundError as error:
-        close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False), n=5)
-        raise DataError(f"unknown TFDS dataset {name!r}; close matches: {close or 'none'}") from error
-    try:
-        builder.download_and_prepare()
-    except Exception as error:  # no network, a missing extra, a bad data_dir: each raises its own type
-        raise DataError(
-            f"TFDS dataset {name!r} could not be downloaded or found in data_dir {builder.data_dir}: {error}"
-        ) from error
+    builder = prepared_tfds_builder(source, data_root)
     features = builder.info.features
     label = features["label"] if "label" in features else None  # FeaturesDict has no .get
     if "image" not in features or not isinstance(label, tfds.features.ClassLabel):
@@ -359,7 +300,7 @@ def _from_tfds(source, data_root, class_names, *, image_size, validation_split, 
         )
     splits = builder.info.splits  # empty when mocked by tfds.testing.mock_data
     test_split = "validation" if "test" not in splits and "validation" in splits else "test"
-    slices = _tfds_slices(builder, test_split, validation_split, limit)
+    slices = tfds_slices(builder, test_split, validation_split, limit)
     datasets = {
         split: builder.as_dataset(split=tfds_split, as_supervised=True).map(_int32_label)
         for split, tfds_split in slices.items()
@@ -369,18 +310,3 @@ def _from_tfds(source, data_root, class_names, *, image_size, validation_split, 
 
 def _int32_label(image, label):
     return image, tf.cast(label, tf.int32)
-
-
-def _tfds_slices(builder, test_split, validation_split, limit):
-    """Our split -> a TFDS split slice: `limit` examples at most, then "validation" from train's end."""
-
-    def size(split):
-        return min(int(builder.as_dataset(split=split).cardinality()), limit or math.inf)
-
-    train_size = size("train")
-    held = math.ceil(train_size * validation_split)
-    slices = {"train": f"train[:{train_size - held}]"}
-    if validation_split:
-        slices["validation"] = f"train[{train_size - held}:{train_size}]"
-    slices["test"] = f"{test_split}[:{size(test_split)}]"
-    return slices

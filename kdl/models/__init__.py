@@ -2,5 +2,6 @@
 
 from kdl.models.image_classifier import image_classifier
 from kdl.models.registry import get, names, register
+from kdl.models.text_classifier import text_classifier
 
-__all__ = ["image_classifier", "get", "names", "register"]
+__all__ = ["image_classifier", "get", "names", "register", "text_classifier"]

@@ -1,8 +1,10 @@
-"""The task API: `kdl.recipes.image_classifier(...)`, and `load` for recipe files and runs."""
+"""The task API: `kdl.recipes.image_classifier(...)`, `kdl.recipes.text_classifier(...)`, and
+`load` for recipe files and runs."""
 
 from kdl.recipes.classifier import Predictions
 from kdl.recipes.image_classifier import ImageClassifier, image_classifier
 from kdl.recipes.recipe import RECIPES, Recipe, TrainConfig, create, load
+from kdl.recipes.text_classifier import TextClassifier, text_classifier
 
-__all__ = ["ImageClassifier", "Predictions", "RECIPES", "Recipe", "TrainConfig", "create",
-           "image_classifier", "load"]
+__all__ = ["ImageClassifier", "Predictions", "RECIPES", "Recipe", "TrainConfig", "TextClassifier",
+           "create", "image_classifier", "load", "text_classifier"]

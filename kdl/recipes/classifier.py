@@ -40,9 +40,8 @@ class Predictions:
 class Classifier(Recipe):
     """A recipe whose model maps inputs to class probabilities."""
 
-    def compile_model(self, optimizer):
-        self.model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                           metrics=["accuracy"])
+    def compile_arguments(self):
+        return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
 
     @property
     def class_names(self):

@@ -43,7 +43,7 @@ class ImageClassifierConfig:
     data: ImageDataConfig = dataclasses.field(default_factory=ImageDataConfig)
     model: ImageModelConfig = dataclasses.field(default_factory=ImageModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        epochs=20, learning_rate=2e-3, schedule="cosine"))
+        epochs=20, learning_rate=2e-3, schedule="cosine", steps_per_execution=8))
 
 
 class ImageClassifier(Classifier):

@@ -1,0 +1,323 @@
+"""Text classification data from one call: `load_texts(source)` -> `TextDataset`.
+
+Every source gives the same thing: `info` (class names, split sizes) and `splits`, each a
+`tf.data.Dataset` of unbatched `(text, label)` pairs: a raw UTF-8 string and an int32 label.
+Sources:
+
+- a folder in the GLUE layout: `train.tsv` and `dev.tsv` (and `test.tsv` when it is labelled),
+  each with a header naming the text and label columns (e.g. `../shared/data/sst2`);
+- a `.csv` or `.tsv` file with a header naming the text and label columns;
+- a folder with one sub-folder of `.txt` files per class, one example a file, directly or
+  under `train/` and `test/` (the `aclImdb` layout; pass `class_names=["neg", "pos"]` to skip `unsup/`);
+- `"tfds:NAME"`: `"tfds:imdb_reviews"`, `"tfds:ag_news_subset"`, `"tfds:glue/sst2"`, ...;
+- arrays: `(texts, labels)` or `{"train": (texts, labels), "test": (texts, labels)}`.
+
+Labels are integer class indices or class names (sorted to give indices). A GLUE folder's
+`dev.tsv` is the "test" split, unless a labelled `test.tsv` is there: then `dev.tsv` is
+"validation". Any other source without a test split gets a fixed, stratified 20% test split.
+
+>>> data = load_texts((["a fine film", "dull", "great fun", "a mess"] * 5, ["pos", "neg", "pos", "neg"] * 5))
+>>> data.info.class_names, data.info.num_examples
+(['neg', 'pos'], {'train': 16, 'test': 4})
+>>> text, label = next(iter(data.splits["train"]))
+>>> text.dtype.name, label.dtype.name
+('string', 'int32')
+"""
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+
+from kdl.data.common import (
+    check_split_options,
+    class_names_for,
+    prepared_tfds_builder,
+    resolve_path,
+    split_arrays,
+    tfds_slices,
+)
+from kdl.errors import DataError
+
+GLUE_FILES = {"train": "train.tsv", "test": "test.tsv", "dev": "dev.tsv"}
+TFDS_TEXT_FEATURES = ("text", "sentence", "description")  # tried in order when text_column is absent
+ACCEPTED_SOURCES = (
+    "a GLUE folder (train.tsv, dev.tsv[, test.tsv] with a header), a .csv or .tsv file with a header, "
+    "a folder with one sub-folder of .txt files per class (directly or under train/ and test/), "
+    '"tfds:NAME" (e.g. "tfds:imdb_reviews"), a (texts, labels) tuple, or '
+    '{"train": (texts, labels), "test": (texts, labels)}'
+)
+
+
+@dataclasses.dataclass
+class TextDatasetInfo:
+    source: str  # the source as the user gave it (a path, "tfds:imdb_reviews", "arrays")
+    class_names: list
+    num_examples: dict  # split name -> count
+
+
+@dataclasses.dataclass
+class TextDataset:
+    info: TextDatasetInfo
+    splits: dict  # split name -> tf.data.Dataset of unbatched (text, label) pairs
+
+
+def load_texts(
+    source,
+    *,
+    data_root=None,
+    text_column="sentence",
+    label_column="label",
+    class_names=None,
+    validation_split=0.0,
+    limit=None,
+    seed=0,
+):
+    """Load a text classification dataset as "train", ["validation",] "test" splits.
+
+    source: see the module docstring. A relative path is looked up in the current directory,
+        then under `data_root`, then under the `KDL_DATA` environment variable.
+    text_column, label_column: the header names of the columns to read (CSV/TSV/GLUE; for
+        TFDS, the text feature when the dataset has it).
+    class_names: the classes, in index order: names for integer labels, the label values
+        when they are names, or (class folders) which sub-folders to use.
+    validation_split: fraction of train held out as "validation", stratified and seeded by `seed`.
+    limit: keep at most this many examples of each split (the first ones, before the hold-out).
+    """
+    check_split_options(validation_split, limit)
+    options = dict(validation_split=validation_split, limit=limit, seed=seed)
+    if isinstance(source, (tuple, dict)):
+        rows = {name: _array_rows(name, pair) for name, pair in _array_splits(source).items()}
+        return _from_rows("arrays", rows, class_names, **options)
+    if isinstance(source, str) and source.startswith("tfds:"):
+        return _from_tfds(source, data_root, text_column, class_names, validation_split, limit)
+    if not isinstance(source, (str, os.PathLike)):
+        raise DataError(f"unsupported data source of type {type(source).__name__}; accepted: {ACCEPTED_SOURCES}")
+    path = resolve_path(source, data_root, ACCEPTED_SOURCES)
+    columns = (text_column, label_column)
+    if path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
+        return _from_rows(os.fspath(source), {"train": read_table(path, *columns)}, class_names, **options)
+    if path.is_dir() and (path / GLUE_FILES["train"]).is_file():
+        return _from_rows(os.fspath(source), _glue_rows(path, columns), class_names, **options)
+    if path.is_dir() and _subfolders(path):
+        rows = _class_folder_rows(path, class_names)
+        names = class_names or sorted(set(rows["train"][1]))   # folder names, even "1", "2", are names
+        return _from_rows(os.fspath(source), rows, names, **options)
+    found = "a file" if path.is_file() else f"a folder holding {sorted(p.name for p in path.iterdir())[:10]}"
+    raise DataError(f"{path} is {found}; expected {ACCEPTED_SOURCES}")
+
+
+# --- reading files, with the file and line of every problem ------------------------------------
+
+
+def read_lines(path):
+    """The lines of a UTF-8 text file; a DataError naming the line of the first non-UTF-8 byte."""
+    return read_text(path).splitlines()
+
+
+def read_text(path):
+    """The text of a UTF-8 file; a DataError naming the line of the first non-UTF-8 byte."""
+    data = pathlib.Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        raise DataError(
+            f"{path}, line {line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8 text; "
+            "save the file as UTF-8"
+        ) from None
+
+
+def read_table(path, text_column, label_column):
+    """(texts, raw labels, where) from a CSV/TSV file with a header; `where[i]` is "file, line N"."""
+    dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix.lower() == ".tsv" else {}
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), **dialect)
+    header = next(reader, None)
+    missing = [name for name in (text_column, label_column) if name not in (header or [])]
+    if missing:
+        raise DataError(
+            f"{path}, line 1: no column {missing[0]!r}; the header has columns {header or []}. "
+            "Pass text_column= and label_column= to name the ones to read"
+        )
+    text_at, label_at = header.index(text_column), header.index(label_column)
+    texts, labels, where = [], [], []
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataError(
+                f"{path}, line {reader.line_num}: {len(row)} fields, but the header has {len(header)} {header}"
+            )
+        texts.append(row[text_at])
+        labels.append(row[label_at].strip())
+        where.append(f"{path}, line {reader.line_num}")
+    return texts, labels, where
+
+
+def _glue_rows(folder, columns):
+    """GLUE layout: train.tsv, and dev.tsv as "test" -- or as "validation" next to a labelled test.tsv."""
+    rows = {"train": read_table(folder / GLUE_FILES["train"], *columns)}
+    dev, test = folder / GLUE_FILES["dev"], folder / GLUE_FILES["test"]
+    header = read_lines(test)[:1] if test.is_file() else []
+    labelled_test = bool(header) and set(columns) <= set(header[0].split("\t"))
+    if labelled_test:
+        rows["test"] = read_table(test, *columns)
+    if dev.is_file():
+        rows["validation" if labelled_test else "test"] = read_table(dev, *columns)
+    return rows
+
+
+def _subfolders(folder):
+    return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+
+
+def _class_folder_rows(folder, class_names):
+    """One example per .txt file, its class the sub-folder name; directly or under train/ and test/."""
+    layout = {split: folder / split for split in ("train", "test")}
+    if not all(path.is_dir() for path in layout.values()):
+        layout = {"train": folder}
+    rows = {}
+    for split, split_folder in layout.items():
+        found = [path.name for path in _subfolders(split_folder)]
+        unknown = sorted(set(class_names or ()) - set(found))
+        if unknown:
+            raise DataError(f"class_names {unknown} are not sub-folders of {split_folder}; found {found}")
+        texts, labels, where = [], [], []
+        for name in class_names or found:
+            files = sorted((split_folder / name).glob("*.txt"))
+            if not files:
+                raise DataError(f"class folder {split_folder / name} holds no .txt files")
+            for path in files:
+                texts.append(read_text(path))
+                labels.append(name)
+                where.append(str(path))
+        rows[split] = texts, labels, where
+    return rows
+
+
+# --- labels: integer indices or class names, checked with where each came from -----------------
+
+
+def _label_ids(rows, class_names):
+    """(split -> int32 label array, class names) from raw string labels, checked line by line."""
+    values = [(value, at) for _, labels, where in rows.values() for value, at in zip(labels, where)]
+    for value, at in values:
+        if not value or (_is_number(value) and not _is_integer(value)):
+            raise DataError(f"{at}: label {value!r} is neither an integer class index nor a class name")
+    integers = [(value, at) for value, at in values if _is_integer(value)]
+    names = [(value, at) for value, at in values if not _is_integer(value)]
+    if class_names is not None:
+        index = {name: i for i, name in enumerate(class_names)}
+        bad = next(((value, at) for value, at in names if value not in index), None)
+        if bad:
+            raise DataError(f"{bad[1]}: label {bad[0]!r} is not one of class_names {list(class_names)}")
+        to_id = lambda value: index[value] if value in index else int(value)  # noqa: E731
+    elif integers and names:
+        raise DataError(
+            f"{names[0][1]}: label {names[0][0]!r} is not an integer, but {integers[0][1]} has "
+            f"label {integers[0][0]!r}; labels must be all class indices or all class names"
+        )
+    elif names:
+        class_names = sorted({value for value, _ in names})
+        index = {name: i for i, name in enumerate(class_names)}
+        to_id = index.__getitem__
+    else:
+        to_id = int
+    ids = {split: np.array([to_id(value) for value in labels], np.int32) for split, (_, labels, _) in rows.items()}
+    return ids, class_names_for(np.concatenate(list(ids.values())), class_names)
+
+
+def _is_integer(value):
+    return value.lstrip("-").isdigit()
+
+
+def _is_number(value):
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+def _from_rows(source, rows, class_names, *, validation_split, limit, seed):
+    """A TextDataset from split -> (texts, raw labels, where) rows."""
+    ids, class_names = _label_ids(rows, class_names)
+    _check_two_classes(rows["train"], ids["train"], class_names, source)
+    splits = {split: (np.array(texts, dtype=object), ids[split]) for split, (texts, _, _) in rows.items()}
+    arrays = split_arrays(splits, validation_split, limit, seed)
+    datasets = {
+        split: tf.data.Dataset.from_tensor_slices((tf.constant(list(texts), tf.string), labels))
+        for split, (texts, labels) in arrays.items()
+    }
+    return _text_dataset(source, class_names, datasets)
+
+
+def _check_two_classes(train_rows, labels, class_names, source):
+    present = np.unique(labels)
+    if len(present) < 2:
+        first = train_rows[2][0] if train_rows[2] else source
+        where = first.rsplit(", line ", 1)[0] if ", line " in first else source
+        only = f"class {class_names[present[0]]!r} only" if len(present) else "no examples"
+        raise DataError(
+            f"{where}: the training data has {only} ({len(labels)} examples); a classifier needs at least 2 classes"
+        )
+
+
+def _text_dataset(source, class_names, datasets):
+    info = TextDatasetInfo(
+        source=source,
+        class_names=list(class_names),
+        num_examples={name: int(ds.cardinality()) for name, ds in datasets.items()},
+    )
+    return TextDataset(info, datasets)
+
+
+def _array_splits(source):
+    splits = source if isinstance(source, dict) else {"train": source}
+    if "train" not in splits or not set(splits) <= {"train", "test"}:
+        raise DataError(f'array splits {sorted(splits)}: expected {{"train": (texts, labels), "test": (texts, labels)}}')
+    return dict(splits)
+
+
+def _array_rows(split, pair):
+    """(texts, raw labels, where) from a split's (texts, labels) pair, checked."""
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+        raise DataError(f"{split} data must be a (texts, labels) pair; got {type(pair).__name__}")
+    texts, labels = list(pair[0]), list(np.asarray(pair[1]).tolist())
+    if len(texts) != len(labels):
+        raise DataError(f"{split} has {len(texts)} texts but {len(labels)} labels; expected one label per text")
+    bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if bad is not None:
+        raise DataError(f"{split} texts[{bad}] is {type(texts[bad]).__name__} {texts[bad]!r}; expected str")
+    return texts, [str(label) for label in labels], [f"{split} labels[{i}]" for i in range(len(labels))]
+
+
+# --- TensorFlow Datasets --------------------------------------------------------------------------
+
+
+def _from_tfds(source, data_root, text_column, class_names, validation_split, limit):
+    import tensorflow_datasets as tfds  # slow to import: only this source needs it
+
+    builder = prepared_tfds_builder(source, data_root)
+    features = builder.info.features
+    text_feature = next((key for key in (text_column, *TFDS_TEXT_FEATURES) if key in features), None)
+    label = features["label"] if "label" in features else None  # FeaturesDict has no .get
+    if text_feature is None or not isinstance(label, tfds.features.ClassLabel):
+        raise DataError(
+            f"{source} has features {list(features.keys())}; expected a text feature "
+            f"({text_column!r} or one of {list(TFDS_TEXT_FEATURES)}) and a ClassLabel 'label'"
+        )
+    if class_names is not None and len(class_names) != label.num_classes:
+        raise DataError(f"{source} has {label.num_classes} classes but {len(class_names)} class_names")
+    test_split = "validation" if source.startswith("tfds:glue/") else "test"  # GLUE hides test labels
+    pick = lambda example: (example[text_feature], tf.cast(example["label"], tf.int32))  # noqa: E731
+    datasets = {
+        split: builder.as_dataset(split=tfds_split).map(pick)
+        for split, tfds_split in tfds_slices(builder, test_split, validation_split, limit).items()
+    }
+    return _text_dataset(source, class_names or label.names, datasets)

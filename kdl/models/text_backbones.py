@@ -1,0 +1,78 @@
+"""Text backbones: int32 token ids (B, L), 0 for padding, in -> a (B, F) feature vector out.
+
+Each is registered under kind "text_backbone"; its keywords after `vocabulary_size` are the
+options a recipe may set (`[model.options]`). transformer, fasttext and bert mask the padding
+out; every backbone gives finite features for an all-padding row (an empty string).
+
+>>> import keras
+>>> from kdl.models.registry import get
+>>> ids = keras.Input((16,), dtype="int32")
+>>> [tuple(get("text_backbone", name)(ids, 100).shape) for name in ("cnn", "fasttext")]
+[(None, 384), (None, 64)]
+"""
+
+import keras_hub
+from keras import layers, ops
+
+from kdl.models.registry import register
+
+
+def masked_mean(x, token_ids):
+    """Mean of x (B, L, D) over the non-padding positions of token_ids (B, L); zeros if none."""
+    mask = ops.cast(ops.not_equal(token_ids, 0), x.dtype)[:, :, None]       # (B, L, 1)
+    total = ops.sum(x * mask, axis=1)                                        # (B, D)
+    return total / ops.maximum(ops.sum(mask, axis=1), 1.0)                   # (B, D)
+
+
+@register("text_backbone", "transformer")
+def transformer(token_ids, vocabulary_size, embedding=64, blocks=2, heads=4, intermediate=128,
+                dropout=0.1):
+    """Token + position embedding, `blocks` Transformer encoder blocks, masked mean pooling."""
+    sequence_length = token_ids.shape[1]
+    x = keras_hub.layers.TokenAndPositionEmbedding(
+        vocabulary_size, sequence_length, embedding)(token_ids)             # (B, L, embedding)
+    padding_mask = ops.not_equal(token_ids, 0)                               # (B, L)
+    for _ in range(blocks):
+        x = keras_hub.layers.TransformerEncoder(intermediate, heads, dropout=dropout)(
+            x, padding_mask=padding_mask)                                    # (B, L, embedding)
+    x = masked_mean(x, token_ids)                                            # (B, embedding)
+    return layers.Dropout(dropout)(x)
+
+
+@register("text_backbone", "cnn")
+def cnn(token_ids, vocabulary_size, embedding=64, filters=128, kernel_sizes=(3, 4, 5), dropout=0.5):
+    """Kim (2014): one embedding, a Conv1D per kernel size, global max-pooling, concatenated."""
+    x = layers.Embedding(vocabulary_size, embedding)(token_ids)             # (B, L, embedding)
+    pooled = [layers.GlobalMaxPooling1D()(
+        layers.Conv1D(filters, size, padding="same", activation="relu")(x))  # (B, filters)
+        for size in kernel_sizes]
+    x = layers.Concatenate()(pooled) if len(pooled) > 1 else pooled[0]      # (B, filters * kernels)
+    return layers.Dropout(dropout)(x)
+
+
+@register("text_backbone", "fasttext")
+def fasttext(token_ids, vocabulary_size, embedding=64, dropout=0.0):
+    """fastText (Joulin et al., 2016): the mean embedding of the tokens (with data.ngrams=2,
+    of every word and word pair)."""
+    x = layers.Embedding(vocabulary_size, embedding)(token_ids)             # (B, L, embedding)
+    x = masked_mean(x, token_ids)                                            # (B, embedding)
+    return layers.Dropout(dropout)(x)
+
+
+@register("text_backbone", "bert")
+def bert(token_ids, vocabulary_size, preset=None, blocks=2, heads=2, hidden=64, intermediate=128,
+         dropout=0.1):
+    """A keras-hub BertBackbone: from a `preset` (e.g. a downloaded BERT preset directory; the
+    tokenizer then uses its vocabulary), else new and random from the size options."""
+    if preset:
+        backbone = keras_hub.models.BertBackbone.from_preset(preset)
+    else:
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size, num_layers=blocks, num_heads=heads, hidden_dim=hidden,
+            intermediate_dim=intermediate, dropout=dropout, max_sequence_length=token_ids.shape[1])
+    outputs = backbone({"token_ids": token_ids,
+                        "segment_ids": ops.zeros_like(token_ids),                # (B, L)
+                        "padding_mask": ops.not_equal(token_ids, 0)})            # (B, L)
+    x = masked_mean(outputs["sequence_output"], token_ids)                   # (B, hidden)
+    return layers.Dropout(dropout)(x)
+
