@@ -136,6 +136,12 @@ def peak_device_memory():
     return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
 
 
+def native_loop_compiles_on_request():
+    """True where the framework's own loop runs eagerly unless asked to compile (PyTorch:
+    torch.compile); JAX's and TensorFlow's native loops are always compiled."""
+    return name() == "torch"
+
+
 def native_train_step(model, learning_rate, compiled=True):
     """A training step for `model` written the way each framework's own docs write one, for
     overhead baselines: `step(x, y)` takes NumPy batches, updates the weights with Adam on

@@ -150,7 +150,7 @@ def baselines(recipe, spec, epochs, steps, total_steps):
     """Median step seconds of the baselines the overhead benchmark compares kdl against."""
     runs = {"plain_fit": lambda: plain_fit_seconds(recipe, spec, epochs, steps),
             "native": lambda: native_loop_seconds(recipe, spec, total_steps, compiled=False)}
-    if spec["baseline_compiled"] and backend.name() == "torch":
+    if spec["baseline_compiled"] and backend.native_loop_compiles_on_request():
         runs["native_compiled"] = lambda: native_loop_seconds(recipe, spec, total_steps, compiled=True)
     return {name: _median_after_warmup(run()) for name, run in runs.items()}
 

@@ -90,6 +90,14 @@ def class_names_for(labels, class_names):
     return list(class_names) if class_names is not None else [str(label) for label in range(num_classes)]
 
 
+def array_splits(source, pair="(x, y)"):
+    """{"train": pair[, "test": pair]} from a pair (train only) or a dict of split pairs."""
+    splits = source if isinstance(source, dict) else {"train": source}
+    if "train" not in splits or not set(splits) <= {"train", "test"}:
+        raise DataError(f'array splits {sorted(splits)}: expected {{"train": {pair}, "test": {pair}}}')
+    return dict(splits)
+
+
 def prepared_tfds_builder(source, data_root):
     """The TFDS builder of "tfds:NAME", downloaded and prepared (into `data_root` if given)."""
     import tensorflow_datasets as tfds  # slow to import: only TFDS sources need it

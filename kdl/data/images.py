@@ -33,6 +33,7 @@ from PIL import Image
 
 from kdl.data import idx
 from kdl.data.common import (
+    array_splits,
     check_split_options,
     class_names_for,
     prepared_tfds_builder,
@@ -82,7 +83,7 @@ def load_images(
     _check_options(image_size, validation_split, limit)
     options = dict(image_size=image_size, validation_split=validation_split, limit=limit)
     if isinstance(source, (tuple, dict)):
-        return _from_arrays("arrays", _array_splits(source), class_names, seed=seed, **options)
+        return _from_arrays("arrays", array_splits(source), class_names, seed=seed, **options)
     if isinstance(source, str) and source == "digits":
         return _from_arrays("digits", {"train": _digits()}, class_names, seed=seed, **options)
     if isinstance(source, str) and source.startswith("tfds:"):
@@ -153,13 +154,6 @@ def _from_arrays(source, splits, class_names, **options):
 
 def _arrays_dataset(images, labels):
     return tf.data.Dataset.from_tensor_slices((images, labels))
-
-
-def _array_splits(source):
-    splits = source if isinstance(source, dict) else {"train": source}
-    if "train" not in splits or not set(splits) <= {"train", "test"}:
-        raise DataError(f'array splits {sorted(splits)}: expected {{"train": (x, y), "test": (x, y)}}')
-    return dict(splits)
 
 
 def _checked_arrays(split, pair):

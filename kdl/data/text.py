@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdl.data.common import (
+    array_splits,
     check_split_options,
     class_names_for,
     prepared_tfds_builder,
@@ -92,7 +93,8 @@ def load_texts(
     check_split_options(validation_split, limit)
     options = dict(validation_split=validation_split, limit=limit, seed=seed)
     if isinstance(source, (tuple, dict)):
-        rows = {name: _array_rows(name, pair) for name, pair in _array_splits(source).items()}
+        pairs = array_splits(source, "(texts, labels)")
+        rows = {name: _array_rows(name, pair) for name, pair in pairs.items()}
         return _from_rows("arrays", rows, class_names, **options)
     if isinstance(source, str) and source.startswith("tfds:"):
         return _from_tfds(source, data_root, text_column, class_names, validation_split, limit)
@@ -275,13 +277,6 @@ def _text_dataset(source, class_names, datasets):
         num_examples={name: int(ds.cardinality()) for name, ds in datasets.items()},
     )
     return TextDataset(info, datasets)
-
-
-def _array_splits(source):
-    splits = source if isinstance(source, dict) else {"train": source}
-    if "train" not in splits or not set(splits) <= {"train", "test"}:
-        raise DataError(f'array splits {sorted(splits)}: expected {{"train": (texts, labels), "test": (texts, labels)}}')
-    return dict(splits)
 
 
 def _array_rows(split, pair):
