@@ -5,6 +5,10 @@
     kdl evaluate runs/digits
     kdl predict runs/digits some_digit.png
     kdl predict runs/sst2 --text "a gripping film" reviews.txt
+    kdl translate runs/multi30k_jax "A man is riding a bike." --beam-size 4
+    kdl predict runs/fsdd_digits_classifier 7_theo_0.wav
+    kdl transcribe runs/fsdd_digit_strings_ctc utterance.wav --decoder beam_search
+    kdl export runs/digits --format onnx --out exports/digits
     kdl compare recipes/image_classification/digits_cnn.toml --backends jax,tensorflow,torch --epochs 2
 
 `--backend` is applied before Keras is imported. Bad input prints one `kdl: error:` line
@@ -18,8 +22,8 @@ import pathlib
 import sys
 import time
 
-from kdl import backend
-from kdl.errors import KdlError
+from kdl import backend, distribute
+from kdl.errors import DataError, KdlError
 
 
 def main(argv=None):
@@ -51,11 +55,14 @@ def _train(args):
 
     path = pathlib.Path(args.recipe)
     overrides = args.set + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
+    overrides += [f'train.{name}="{getattr(args, name)}"' for name in ("distribute", "precision")
+                  if getattr(args, name, None)]
     if args.recipe.endswith(".toml") or path.is_dir():
-        recipe = recipes.load(path, overrides, data_root=args.data_root)
+        recipe = recipes.load(path, overrides, data_root=args.data_root, unsafe=args.unsafe)
     else:
         recipe = recipes.create(args.recipe, overrides, data_root=args.data_root)
     out = pathlib.Path(args.out or pathlib.Path("runs") / path.stem)
+    distribute.initialize(recipe.config.train.distribute)   # join a multi-process run first
     print(f"kdl: training {recipe.task} (model {recipe.config.model.name!r}, data "
           f"{recipe.config.data.source!r}) on {backend.name()} [{', '.join(backend.devices())}]",
           flush=True)
@@ -65,6 +72,8 @@ def _train(args):
     report = recipe.evaluate(args.split)
     report.meta["fit_seconds"] = round(seconds, 2)
     print(report)
+    if not distribute.is_chief():     # process 0 of a multi-process run writes the run directory
+        return
     recipe.save(out)
     print(f"kdl: fit took {seconds:.1f} s on {backend.name()}; run saved to {out}")
 
@@ -72,14 +81,16 @@ def _train(args):
 def _evaluate(args):
     from kdl import recipes
 
-    report = recipes.load(args.run, data_root=args.data_root).evaluate(args.split)
+    report = recipes.load(args.run, data_root=args.data_root, unsafe=args.unsafe).evaluate(args.split)
     print(report.to_json() if args.json else report)
 
 
 def _predict(args):
     from kdl import recipes
 
-    recipe = recipes.load(args.run)
+    recipe = recipes.load(args.run, unsafe=args.unsafe)
+    if not hasattr(recipe, "predict") and hasattr(recipe, "transcribe"):   # a speech recognizer run
+        return _print_transcripts(recipe, args.inputs, None, args.json)
     rows = []
     for item in args.inputs:
         predictions = recipe.predict(_inputs_of(item, args.text))
@@ -92,6 +103,32 @@ def _predict(args):
     for row in rows:
         best = ", ".join(f"{t['label']} ({t['probability']:.3f})" for t in row["top"])
         print(f"{row['input']}\t{best}")
+
+
+def _transcribe(args):
+    from kdl import recipes
+
+    recipe = recipes.load(args.run, unsafe=args.unsafe)
+    if not hasattr(recipe, "transcribe"):
+        raise KdlError(f"{args.run} holds a {recipe.task!r} run; `kdl transcribe` needs a speech_recognizer run")
+    _print_transcripts(recipe, args.inputs, args.decoder, args.json)
+
+
+def _print_transcripts(recipe, inputs, decoder, as_json):
+    for item, text in zip(inputs, recipe.transcribe(list(inputs), decoder=decoder)):
+        print(json.dumps({"input": item, "transcript": text}) if as_json else f"{item}\t{text}")
+
+
+def _translate(args):
+    from kdl import recipes
+
+    recipe = recipes.load(args.run, unsafe=args.unsafe)
+    if not hasattr(recipe, "translate"):
+        raise KdlError(f"{args.run} holds a {recipe.task!r} run; `kdl translate` needs a translator run")
+    texts = [line for item in args.inputs for line in _inputs_of(item, not item.endswith(".txt"))]
+    for text, translation in zip(texts, recipe.translate(texts, beam_size=args.beam_size)):
+        print(json.dumps({"source": text, "translation": translation}, ensure_ascii=False)
+              if args.json else translation)
 
 
 def _compare(args):
@@ -109,6 +146,16 @@ def _compare(args):
     return 0 if comparison.succeeded else 1
 
 
+def _export(args):
+    from kdl import recipes
+
+    recipe = recipes.load(args.run, unsafe=args.unsafe)
+    out = pathlib.Path(args.out or pathlib.Path(args.run) / f"export-{args.format}")
+    recipe.export(out, args.format)
+    print(f"kdl: exported {recipe.task} as {args.format} on {backend.name()} to {out} "
+          "(signature in signature.json)")
+
+
 def _inputs_of(item, literal_text):
     """What one command-line input means: a literal string (--text), the lines of a .txt file,
     a .npy array, or a file path."""
@@ -118,8 +165,13 @@ def _inputs_of(item, literal_text):
 
     if literal_text:
         return [item]
+    if item.endswith((".npy", ".txt")) and not os.path.isfile(item):
+        raise DataError(f"no input file {item!r} (use --text for literal strings)")
     if item.endswith(".npy"):
-        return np.load(item, allow_pickle=False)
+        try:
+            return np.load(item, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise DataError(f"cannot read {item!r} as a NumPy .npy array: {error}") from None
     return read_lines(item) if item.endswith(".txt") else [item]
 
 
@@ -146,7 +198,13 @@ def _parser():
     train.add_argument("--out", help="run directory (default: runs/<recipe name>)")
     train.add_argument("--split", default="test", help="split to evaluate on (default: test)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress bar")
+    train.add_argument("--distribute", metavar="MODE",
+                       help="shorthand for --set train.distribute=MODE: single, auto, data_parallel, "
+                            "model_parallel[:M] or tpu (see docs/tpu.md)")
+    train.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                       help="shorthand for --set train.precision=P (bf16/fp16: mixed precision)")
     _data_root_option(train)
+    _unsafe_option(train)
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score a saved run on a split")
@@ -154,16 +212,51 @@ def _parser():
     evaluate.add_argument("--split", default="test", help="split to evaluate on (default: test)")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
     _data_root_option(evaluate)
+    _unsafe_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", parents=[common], help="predict with a saved run")
     predict.add_argument("run", help="a run directory written by `kdl train`")
     predict.add_argument("inputs", nargs="+", help="input files: images or .npy arrays of images; for a "
-                                                    "text run, .txt files (one example a line)")
+                                                    "text run, .txt files (one example a line); for an "
+                                                    "audio run, .wav files or .npy waveforms; for a speech "
+                                                    "run, .wav files (as kdl transcribe)")
     predict.add_argument("--text", action="store_true", help="the inputs are literal strings to classify")
     predict.add_argument("--top-k", type=int, default=1, help="classes to show per input (default 1)")
     predict.add_argument("--json", action="store_true", help="print JSON")
+    _unsafe_option(predict)
     predict.set_defaults(handler=_predict)
+
+    export = commands.add_parser(
+        "export", parents=[common], help="export a saved run for serving (keras, saved_model, onnx)",
+        description="Write a run's model as a .keras file, a TensorFlow SavedModel or an ONNX file, "
+                    "with signature.json and the task's assets; the export is checked against the "
+                    "Keras model. Not every backend produces every format (docs/export.md): "
+                    "--backend tensorflow produces all three.")
+    export.add_argument("run", help="a run directory written by `kdl train`")
+    export.add_argument("--format", required=True, help="what to write: keras, saved_model or onnx")
+    export.add_argument("--out", help="export folder (default: RUN/export-FORMAT)")
+    _unsafe_option(export)
+    export.set_defaults(handler=_export)
+
+    translate = commands.add_parser("translate", parents=[common], help="translate with a saved translator run")
+    translate.add_argument("run", help="a translator run directory written by `kdl train`")
+    translate.add_argument("inputs", nargs="+", help="sentences to translate, or .txt files (one a line)")
+    translate.add_argument("--beam-size", type=int, default=None,
+                           help="beams to keep (1 is greedy; default: the run's decode.beam_size)")
+    translate.add_argument("--json", action="store_true", help="print one JSON object per sentence")
+    _unsafe_option(translate)
+    translate.set_defaults(handler=_translate)
+
+    transcribe = commands.add_parser("transcribe", parents=[common],
+                                     help="transcribe WAV files with a saved speech_recognizer run")
+    transcribe.add_argument("run", help="a speech_recognizer run directory written by `kdl train`")
+    transcribe.add_argument("inputs", nargs="+", help="WAV files (resampled and mixed down to the run's format)")
+    transcribe.add_argument("--decoder", choices=["greedy", "beam_search"], default=None,
+                            help="CTC decoding (default: the run's model.decoder)")
+    transcribe.add_argument("--json", action="store_true", help="print one JSON object per file")
+    _unsafe_option(transcribe)
+    transcribe.set_defaults(handler=_transcribe)
 
     compare = commands.add_parser(
         "compare", help="train one recipe on several backends side by side",
@@ -190,6 +283,12 @@ def _parser():
     _data_root_option(compare)
     compare.set_defaults(handler=_compare)
     return parser
+
+
+def _unsafe_option(command):
+    command.add_argument("--unsafe", action="store_true",
+                         help="load a model.keras that holds Python code (Lambda layers); this runs "
+                              "code from the file: only for files you trust")
 
 
 def _data_root_option(command):

@@ -22,3 +22,8 @@ class ConfigError(KdlError, ValueError):
 
 class BackendError(KdlError, RuntimeError):
     """The requested backend is unknown, unavailable or not the one Keras was imported with."""
+
+
+class TrainingDiverged(KdlError, RuntimeError):
+    """The training loss became NaN or infinite; the message names the epoch, the step and the
+    last good checkpoint."""

@@ -49,7 +49,7 @@ def test_bad_toml_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.toml: train: epochs: expected int, got 'ten'"):
         kdl.recipes.load(path)
     path.write_text('task = "image_classifer"\n')
-    with pytest.raises(ConfigError, match="unknown task 'image_classifer'; known tasks: image_classifier"):
+    with pytest.raises(ConfigError, match="unknown task 'image_classifer'; did you mean 'image_classifier'.*Known tasks: .*text_classifier"):
         kdl.recipes.load(path)
     path.write_text('task = [\n')
     with pytest.raises(ConfigError, match="not a valid TOML recipe"):

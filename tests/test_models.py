@@ -53,3 +53,16 @@ def test_unknown_model_and_option_and_augmentation():
         models.image_classifier((8, 8, 1), 2, backbone="resnet", depth=20)
     with pytest.raises(ConfigError, match="unknown augmentation 'mixup'; known: flip, rotate"):
         models.image_classifier((8, 8, 1), 2, augment=["mixup"])
+
+
+def test_text_pooling_ignores_padding_and_is_finite_for_empty_rows():
+    from kdl.models.text_backbones import pool
+
+    x = np.array([[[1.0, -5.0], [3.0, -1.0], [9.0, 9.0]],        # last position is padding
+                  [[2.0, 2.0], [4.0, 4.0], [6.0, 6.0]]], "float32")   # all padding
+    token_ids = np.array([[7, 8, 0], [0, 0, 0]], "int32")
+    x, token_ids = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(token_ids)
+    pooled = keras.ops.convert_to_numpy(pool(x, token_ids, "mean_max"))
+    np.testing.assert_allclose(pooled, [[2.0, -3.0, 3.0, -1.0], [0.0, 0.0, 0.0, 0.0]])
+    with pytest.raises(ConfigError, match="pooling must be one of mean, max, mean_max; got 'sum'"):
+        pool(x, token_ids, "sum")

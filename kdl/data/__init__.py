@@ -7,10 +7,14 @@
 [64, 36]
 """
 
+from kdl.data.audio import AudioDataset, AudioDatasetInfo, load_audio, load_transcripts
 from kdl.data.images import DatasetInfo, ImageDataset, load_images
+from kdl.data.parallel import ParallelDataset, ParallelDatasetInfo, load_parallel
 from kdl.data.pipeline import batches
 from kdl.data.text import TextDataset, TextDatasetInfo, load_texts
 from kdl.data.tokenizers import Tokenizer
 
 __all__ = ["DatasetInfo", "ImageDataset", "TextDataset", "TextDatasetInfo", "Tokenizer", "batches",
-           "load_images", "load_texts"]
+           "load_images", "load_texts",
+           "ParallelDataset", "ParallelDatasetInfo", "load_parallel",
+           "AudioDataset", "AudioDatasetInfo", "load_audio", "load_transcripts"]

@@ -7,6 +7,8 @@ training split only and saved as a file beside the model; `Tokenizer.load` resto
 - "words": keras `TextVectorization`: lower-cased, punctuation stripped, split on spaces;
   `ngrams=2` adds a token per word pair (fastText-style bigrams). Id 1 is out-of-vocabulary.
 - "wordpiece": a keras-hub WordPiece vocabulary (sub-words; also the BERT presets' tokeniser).
+  `lowercase=False` keeps the case (translation: references are scored cased), `max_length=None`
+  gives untruncated id lists (`to_lists`), and `detokenize` turns ids back into readable text.
 
 >>> import tensorflow as tf
 >>> tokenizer = Tokenizer.learn(tf.data.Dataset.from_tensor_slices(["a good film", "a bad film"]),
@@ -18,6 +20,7 @@ training split only and saved as a file beside the model; `Tokenizer.load` resto
 """
 
 import pathlib
+import re
 
 import keras
 import numpy as np
@@ -32,9 +35,10 @@ WORDPIECE_RESERVED = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]   # [PAD] ha
 class Tokenizer:
     """Strings in, int32 token ids (B, max_length) out; call it on tf tensors inside `dataset.map`."""
 
-    def __init__(self, vocabulary, *, kind="words", max_length=64, ngrams=1):
+    def __init__(self, vocabulary, *, kind="words", max_length=64, ngrams=1, lowercase=True):
         _check(kind, ngrams)
         self.kind, self.max_length, self.ngrams = kind, max_length, ngrams
+        self.lowercase = lowercase      # "wordpiece" only: "words" always lower-cases
         self.vocabulary = [str(token) for token in vocabulary]
         if kind == "words":
             self.layer = keras.layers.TextVectorization(
@@ -44,10 +48,11 @@ class Tokenizer:
             import keras_hub
 
             self.layer = keras_hub.tokenizers.WordPieceTokenizer(
-                vocabulary=self.vocabulary, sequence_length=max_length, lowercase=True)
+                vocabulary=self.vocabulary, sequence_length=max_length, lowercase=lowercase)
 
     @classmethod
-    def learn(cls, texts, *, kind="words", vocabulary_size=20_000, max_length=64, ngrams=1):
+    def learn(cls, texts, *, kind="words", vocabulary_size=20_000, max_length=64, ngrams=1,
+              lowercase=True):
         """A tokenizer whose vocabulary is learned from `texts`, a tf.data.Dataset of strings."""
         _check(kind, ngrams)
         batched = texts.batch(1024)
@@ -60,8 +65,8 @@ class Tokenizer:
             import keras_hub
 
             vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-                batched, vocabulary_size, lowercase=True, reserved_tokens=WORDPIECE_RESERVED)
-        return cls(vocabulary, kind=kind, max_length=max_length, ngrams=ngrams)
+                batched, vocabulary_size, lowercase=lowercase, reserved_tokens=WORDPIECE_RESERVED)
+        return cls(vocabulary, kind=kind, max_length=max_length, ngrams=ngrams, lowercase=lowercase)
 
     @classmethod
     def from_preset(cls, preset, *, max_length=64):
@@ -73,7 +78,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path, **options):
-        """The tokenizer saved by `save(path)`; `options` are kind, max_length, ngrams."""
+        """The tokenizer saved by `save(path)`; `options` are kind, max_length, ngrams, lowercase."""
         text = pathlib.Path(path).read_text(encoding="utf-8")
         return cls(text.removesuffix("\n").split("\n"), **options)
 
@@ -95,6 +100,56 @@ class Tokenizer:
         texts = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
         ids = texts.batch(batch_size).map(self)
         return np.concatenate(list(ids.as_numpy_iterator()))
+
+    def to_lists(self, texts, batch_size=1024):
+        """A list of strings -> one list of token ids per string, untruncated when max_length is None."""
+        texts = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
+        lists = []
+        for ids in texts.batch(batch_size).map(self.layer).as_numpy_iterator():
+            lists += [row.tolist() for row in (ids.to_list() if hasattr(ids, "to_list") else ids)]
+        return lists
+
+    def token_id(self, token):
+        """The id of a token of the vocabulary ("wordpiece": reserved tokens such as "[SEP]" too)."""
+        offset = 2 if self.kind == "words" else 0
+        try:
+            return self.vocabulary.index(token) + offset
+        except ValueError:
+            raise ConfigError(f"token {token!r} is not in the vocabulary") from None
+
+    def detokenize(self, ids):
+        """Rows of token ids -> readable strings ("wordpiece" only): reserved tokens dropped,
+        "##" pieces glued to the previous piece, no space before closing punctuation or around
+        hyphens ("T - Shirt ." -> "T-Shirt.")."""
+        if self.kind != "wordpiece":
+            raise ConfigError("detokenize needs the wordpiece tokenizer (words lose case and punctuation)")
+        reserved = set(WORDPIECE_RESERVED)
+        texts = []
+        for row in ids:
+            pieces = [self.vocabulary[i] for i in row if 0 <= i < len(self.vocabulary)]
+            words = []
+            for piece in pieces:
+                if piece in reserved:
+                    continue
+                if piece.startswith("##"):
+                    if words:
+                        words[-1] += piece[2:]
+                    else:
+                        words.append(piece[2:])
+                else:
+                    words.append(piece)
+            texts.append(_join_words(words))
+        return texts
+
+
+def _join_words(words):
+    """Words and punctuation -> a sentence with the usual spacing."""
+    text = " ".join(words)
+    text = re.sub(r" ([.,!?;:%)\]}])", r"\1", text)          # no space before closing marks
+    text = re.sub(r"([(\[{]) ", r"\1", text)                 # ... nor after opening ones
+    text = re.sub(r"(\w) ?([-/]) ?(?=\w)", r"\1\2", text)    # compounds: T - Shirt -> T-Shirt
+    text = re.sub(r"(\w) ' (s|t|re|ve|ll|d|m)\b", r"\1'\2", text)  # man ' s -> man's
+    return text
 
 
 def _check(kind, ngrams):

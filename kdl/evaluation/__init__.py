@@ -2,5 +2,8 @@
 
 from kdl.evaluation.classification import ClassificationReport, classification, expected_calibration_error
 from kdl.evaluation.report import Report
+from kdl.evaluation.speech import SpeechReport, speech_recognition
+from kdl.evaluation.translation import TranslationReport, translation
 
-__all__ = ["Report", "ClassificationReport", "classification", "expected_calibration_error"]
+__all__ = ["Report", "ClassificationReport", "classification", "expected_calibration_error",
+           "TranslationReport", "translation", "SpeechReport", "speech_recognition"]

@@ -14,6 +14,7 @@ out; every backbone gives finite features for an all-padding row (an empty strin
 import keras_hub
 from keras import layers, ops
 
+from kdl.errors import ConfigError
 from kdl.models.registry import register
 
 
@@ -24,10 +25,31 @@ def masked_mean(x, token_ids):
     return total / ops.maximum(ops.sum(mask, axis=1), 1.0)                   # (B, D)
 
 
+def masked_max(x, token_ids):
+    """Max of x (B, L, D) over the non-padding positions of token_ids (B, L); zeros if none."""
+    mask = ops.not_equal(token_ids, 0)[:, :, None]                           # (B, L, 1)
+    lowest = ops.min(x) - 1.0                                                # below every value
+    largest = ops.max(ops.where(mask, x, lowest), axis=1)                    # (B, D)
+    return ops.where(ops.any(mask, axis=1), largest, ops.zeros_like(largest))  # (B, D)
+
+
+POOLINGS = {"mean": [masked_mean], "max": [masked_max], "mean_max": [masked_mean, masked_max]}
+
+
+def pool(x, token_ids, pooling):
+    """`pooling` ("mean", "max" or "mean_max": both, concatenated) of x (B, L, D) -> (B, D or 2D)."""
+    if pooling not in POOLINGS:
+        raise ConfigError(f"model.options.pooling must be one of {', '.join(POOLINGS)}; "
+                          f"got {pooling!r}")
+    pooled = [function(x, token_ids) for function in POOLINGS[pooling]]     # [(B, D), ...]
+    return ops.concatenate(pooled, axis=-1) if len(pooled) > 1 else pooled[0]
+
+
 @register("text_backbone", "transformer")
 def transformer(token_ids, vocabulary_size, embedding=64, blocks=2, heads=4, intermediate=128,
-                dropout=0.1):
-    """Token + position embedding, `blocks` Transformer encoder blocks, masked mean pooling."""
+                dropout=0.1, pooling="mean"):
+    """Token + position embedding, `blocks` Transformer encoder blocks, masked `pooling` over
+    the tokens ("mean", "max", or "mean_max")."""
     sequence_length = token_ids.shape[1]
     x = keras_hub.layers.TokenAndPositionEmbedding(
         vocabulary_size, sequence_length, embedding)(token_ids)             # (B, L, embedding)
@@ -35,7 +57,7 @@ def transformer(token_ids, vocabulary_size, embedding=64, blocks=2, heads=4, int
     for _ in range(blocks):
         x = keras_hub.layers.TransformerEncoder(intermediate, heads, dropout=dropout)(
             x, padding_mask=padding_mask)                                    # (B, L, embedding)
-    x = masked_mean(x, token_ids)                                            # (B, embedding)
+    x = pool(x, token_ids, pooling)                                          # (B, embedding or 2x)
     return layers.Dropout(dropout)(x)
 
 

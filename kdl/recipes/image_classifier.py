@@ -70,6 +70,10 @@ class ImageClassifier(Classifier):
                                        backbone=model.name, augment=model.augment,
                                        seed=self.config.seed, **model.options)
 
+    def export_description(self):
+        return {**super().export_description(), "input_meaning": (
+            "images (batch, H, W, C): float32 pixel values 0..255 (the model rescales them)")}
+
     def prepare_inputs(self, images):
         """Accepts image file paths, one image (H, W[, C]) or a batch (N, H, W[, C]), pixels 0..255."""
         height, width, channels = self.model.input_shape[1:]

@@ -9,19 +9,22 @@ loading, model building and scoring; this file holds what every task does the sa
 """
 
 import dataclasses
+import difflib
+import functools
 import json
-import os
 import pathlib
 import tomllib
 
 import keras
 
-from kdl import backend, config as configs
-from kdl.errors import ConfigError, DataError
+from kdl import backend, config as configs, distribute, runs
+from kdl.callbacks import DivergenceStop
+from kdl.errors import ConfigError, DataError, KdlError
 from kdl.models.registry import check_options
 
 RECIPES = {}  # task name -> Recipe subclass, filled by subclasses' `task`
 MODEL_FILE, CONFIG_FILE, REPORT_FILE = "model.keras", "recipe.toml", "report.json"
+CHECKPOINT_FILE = "checkpoint.keras"    # written by fit(out=...) after each epoch
 
 
 @dataclasses.dataclass
@@ -34,6 +37,8 @@ class TrainConfig:
     schedule: str = "constant"      # "constant" or "cosine" (decays to 0 over all epochs)
     early_stopping: int = 0         # patience in epochs on validation loss; 0 turns it off
     steps_per_execution: int = 1    # batches per compiled call (not on torch): >1 speeds up small models
+    distribute: str = "single"      # single, auto, data_parallel, model_parallel[:M], tpu (kdl.distribute)
+    precision: str = "fp32"         # fp32, bf16 or fp16 (mixed precision; weights stay float32)
 
 
 class Recipe:
@@ -47,9 +52,12 @@ class Recipe:
         super().__init_subclass__(**kwargs)
         if cls.task:
             RECIPES[cls.task] = cls
+        if "build_model" in cls.__dict__:   # a bad model option: a ConfigError, not a Keras traceback
+            cls.build_model = _clear_build_errors(cls.__dict__["build_model"])
 
     def __init__(self, config=None, *, data_root=None, arrays=None, model=None):
         self.config = config or self.Config()
+        check_ranges(self.config)
         self.data_root = data_root
         self.arrays = arrays    # in-memory data, for config.data.source == "arrays"
         self._data = None
@@ -98,17 +106,20 @@ class Recipe:
         epochs = train.epochs if epochs is None else epochs
         backend.set_seed(self.config.seed)
         backend.use_exact_float32()
-        if self.model is None:
-            self.model = self.build_model()
-        train_batches = self.batches("train", shuffle=True)
-        if not getattr(self.model, "compiled", False):
-            steps = steps_per_epoch or len(train_batches)
-            self.compile_model(self.make_optimizer(epochs * steps))
-        validation = self.batches("validation") if "validation" in self.data.splits else None
-        self.history = self.model.fit(train_batches, validation_data=validation, epochs=epochs,
-                                      callbacks=self._callbacks(out, validation) + list(callbacks),
-                                      steps_per_epoch=steps_per_epoch, shuffle=False,  # tf.data shuffles
-                                      verbose=verbose)
+        with distribute.scope(train.distribute, train.precision) as plan:   # no-op for single/fp32
+            self.model = plan.model(self.model, self.build_model)
+            train_batches = self.batches("train", shuffle=True)
+            if not getattr(self.model, "compiled", False):
+                steps = steps_per_epoch or len(train_batches)
+                self.compile_model(self.make_optimizer(epochs * steps))
+            validation = self.batches("validation") if "validation" in self.data.splits else None
+            validation = None if validation is None else plan.dataset(validation)
+            self.history = self.model.fit(
+                plan.dataset(train_batches), validation_data=validation, epochs=epochs,
+                callbacks=self._callbacks(plan.run_dir(out), validation) + list(callbacks),
+                steps_per_epoch=steps_per_epoch, shuffle=False,  # tf.data shuffles
+                verbose=verbose)
+        self._divergence.raise_if_diverged()     # TrainingDiverged: names epoch, step, checkpoint
         return self.history
 
     def evaluate(self, split="test"):
@@ -132,27 +143,69 @@ class Recipe:
 
     def save(self, path):
         """Write the run directory: model.keras, recipe.toml, the task's assets, and report.json
-        when evaluated."""
+        when evaluated.
+
+        The whole directory is replaced atomically (kdl.runs.write_directory): a kill during
+        save leaves the old or the new complete run. Files written by `fit(out=path)`
+        (history.csv, checkpoint.keras) are kept.
+        """
         self._require_model("save")
         path = pathlib.Path(path)
+        runs.recover(path)
         if (path / CONFIG_FILE).exists():
             task = _read_toml(path / CONFIG_FILE).get("task")
             if task != self.task:
                 raise ConfigError(f"{path} holds a {task!r} run; refusing to overwrite it "
                                   f"with a {self.task!r} run. Choose another directory.")
-        path.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path / MODEL_FILE, self.model.save)
-        header = f"Resolved config of a run saved by kdl on the {backend.name()} backend."
-        _write_atomic(path / CONFIG_FILE,
-                      lambda tmp: pathlib.Path(tmp).write_text(configs.to_toml(self.config, header)))
-        self.save_assets(path)
-        if self.report is not None:
-            _write_atomic(path / REPORT_FILE, self.report.to_json)
-            self.save_report_extras(path)
+        elif path.is_dir() and (path / MODEL_FILE).exists():
+            raise ConfigError(f"{path} holds a {MODEL_FILE} without {CONFIG_FILE}, not a kdl run "
+                              "of this task; refusing to overwrite it. Choose another directory.")
+
+        def fill(tmp):
+            self.model.save(tmp / MODEL_FILE)
+            header = f"Resolved config of a run saved by kdl on the {backend.name()} backend."
+            (tmp / CONFIG_FILE).write_text(configs.to_toml(self.config, header), encoding="utf-8")
+            self.save_assets(tmp)
+            if self.report is not None:
+                self.report.to_json(tmp / REPORT_FILE)
+                self.save_report_extras(tmp)
+
+        runs.write_directory(path, fill, replaces=(MODEL_FILE, CONFIG_FILE, REPORT_FILE))
         return path
 
     def save_report_extras(self, path):
         """Extra report files (plots) a task writes beside report.json."""
+
+    def export(self, path, format="keras"):
+        """Export the model for serving into the folder `path`: "keras" (model.keras),
+        "saved_model" (TensorFlow SavedModel) or "onnx" (model.onnx), with signature.json and
+        the task's assets (a text run's vocabulary). The export is checked against the Keras
+        model before it is kept. See kdl.export and docs/export.md for what each backend can
+        produce; a format the active backend cannot produce is a BackendError.
+        """
+        from kdl import export
+
+        self._require_model("export")
+        export.check_format(format)
+        return export.export(self.model, path, format, sample=self.export_sample(),
+                             description=self.export_description(), write_assets=self.save_assets)
+
+    def export_sample(self):
+        """An input batch the export is checked on (tasks whose inputs are not 0..255 floats
+        override it)."""
+        from kdl import export
+
+        return export.sample_inputs(self.model, value_range=(0, 255))
+
+    def export_description(self):
+        """What signature.json says besides names, dtypes and shapes: the task, the class names,
+        how to prepare inputs. Tasks extend it."""
+        description = {"task": self.task}
+        names = getattr(self.config.data, "class_names", None)
+        if names:
+            description["class_names"] = list(names)
+            description["output_meaning"] = "class probabilities, one column per class_names entry"
+        return description
 
     def _require_model(self, action):
         if self.model is None:
@@ -182,7 +235,8 @@ class Recipe:
                               "(try adam, adamw, sgd, rmsprop)") from None
 
     def _callbacks(self, out, validation):
-        callbacks = [keras.callbacks.TerminateOnNaN()]
+        self._divergence = DivergenceStop(None if out is None else pathlib.Path(out) / CHECKPOINT_FILE)
+        callbacks = [self._divergence]
         patience = self.config.train.early_stopping
         if patience:
             monitor = "val_loss" if validation is not None else "loss"
@@ -191,7 +245,9 @@ class Recipe:
         if out is not None:
             out = pathlib.Path(out)
             out.mkdir(parents=True, exist_ok=True)
-            callbacks += [keras.callbacks.CSVLogger(str(out / "history.csv")),
+            resuming = (out / "backup").is_dir()    # a killed run left its backup: pick it up
+            callbacks.append(keras.callbacks.BackupAndRestore(str(out / "backup")))  # deleted at the end
+            callbacks += [keras.callbacks.CSVLogger(str(out / "history.csv"), append=resuming),
                           keras.callbacks.ModelCheckpoint(str(out / "checkpoint.keras"))]
         return callbacks
 
@@ -206,12 +262,16 @@ def create(task, overrides=(), data_root=None):
     return cls(_apply(cls.Config(), overrides), data_root=data_root)
 
 
-def load(path, overrides=(), data_root=None):
+def load(path, overrides=(), data_root=None, *, unsafe=False):
     """A recipe from a recipe TOML file (untrained) or a run directory (trained model).
 
-    `overrides` are `section.field=value` strings applied to the config.
+    `overrides` are `section.field=value` strings applied to the config. The model is read in
+    Keras' safe mode: a model.keras with a Lambda layer is refused unless `unsafe=True`, which
+    runs the Python code stored in the file (only for files you trust).
     """
     path = pathlib.Path(path)
+    if not path.is_file():
+        runs.recover(path, clean=False)    # a kill during save: bring back the complete run
     toml_path = path / CONFIG_FILE if path.is_dir() else path
     if not toml_path.is_file():
         what = "run directory without recipe.toml" if path.is_dir() else "no such file"
@@ -225,17 +285,57 @@ def load(path, overrides=(), data_root=None):
         model_path = path / MODEL_FILE
         if not model_path.is_file():
             raise ConfigError(f"run directory {str(path)!r} has no {MODEL_FILE}")
-        model = keras.saving.load_model(model_path, compile=False)  # fit() compiles for this backend
+        model = runs.load_model(model_path, unsafe=unsafe)  # uncompiled: fit() compiles for this backend
     recipe = cls(config, data_root=data_root, model=model)
     if path.is_dir():
         recipe.load_assets(path)
     return recipe
 
 
+# Lower bounds every recipe's config must meet (fields a task lacks, or None, are skipped): a value
+# below one otherwise fails deep inside tf.data or Keras, or crashes the process (max_length = 0).
+AT_LEAST = {"data.batch_size": 1, "data.max_length": 1, "data.vocabulary_size": 2,
+            "data.sample_rate": 1, "train.epochs": 0, "train.steps_per_execution": 1,
+            "train.early_stopping": 0, "decode.batch_size": 1, "decode.beam_size": 1}
+
+
+def check_ranges(config):
+    """Raise ConfigError for a config value out of range (see AT_LEAST; learning_rate >= 0)."""
+    for name, low in AT_LEAST.items():
+        section, field = name.split(".")
+        value = getattr(getattr(config, section, None), field, None)
+        if value is not None and value < low:
+            raise ConfigError(f"{name} must be at least {low}; got {value!r}")
+    rate = getattr(getattr(config, "train", None), "learning_rate", None)
+    if rate is not None and not rate >= 0:     # 0 is fine: it keeps the weights (a check)
+        raise ConfigError(f"train.learning_rate must be 0 or more; got {rate!r}")
+
+
+def _clear_build_errors(build_model):
+    """Wrap a task's build_model: a TypeError/ValueError from Keras (a bad backbone option, such
+    as filters="abc" or dropout=2) becomes a ConfigError naming the model and its options."""
+
+    @functools.wraps(build_model)
+    def build(self):
+        try:
+            return build_model(self)
+        except KdlError:
+            raise
+        except (TypeError, ValueError) as error:
+            model = self.config.model
+            message = " ".join(str(error).split())     # Keras' messages span lines
+            raise ConfigError(f"cannot build model {model.name!r} with options "
+                              f"{getattr(model, 'options', {})}: {message}") from error
+
+    return build
+
+
 def recipe_class(task, where="recipe"):
     """The Recipe subclass registered for `task`."""
     if task not in RECIPES:
-        raise ConfigError(f"{where}: unknown task {task!r}; known tasks: {', '.join(sorted(RECIPES))}")
+        close = difflib.get_close_matches(str(task), RECIPES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{where}: unknown task {task!r}{hint} Known tasks: {', '.join(sorted(RECIPES))}")
     return RECIPES[task]
 
 
@@ -279,10 +379,3 @@ def _read_toml(path):
         return tomllib.loads(pathlib.Path(path).read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path} is not a valid TOML recipe: {error}") from None
-
-
-def _write_atomic(path, write):
-    """Call write(tmp_path), then move the file into place: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    write(str(tmp))
-    os.replace(tmp, path)

@@ -127,6 +127,19 @@ class TextClassifier(Classifier):
                             f"{texts[bad]!r}")
         return self.tokenizer.to_numpy(texts)
 
+    def export_sample(self):
+        from kdl import export
+
+        return export.sample_inputs(self.model, self.tokenizer.vocabulary_size)
+
+    def export_description(self):
+        data = self.config.data
+        return {**super().export_description(), "input_meaning": (
+            "int32 token ids (batch, max_length), 0 for padding: tokenize each text with the "
+            "vocabulary file (one token a line) the way kdl.data.Tokenizer does"),
+            "tokenizer": {"kind": data.tokenizer, "max_length": data.max_length,
+                          "ngrams": data.ngrams, "vocabulary": "vocabulary.txt"}}
+
     def save_assets(self, path):
         self.tokenizer.save(pathlib.Path(path) / VOCABULARY_FILE)
 

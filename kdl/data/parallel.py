@@ -1,0 +1,243 @@
+"""Translation data from one call: `load_parallel(source, source_language, target_language)`.
+
+Every source gives the same thing: `info` (languages, split sizes) and `splits`, each a
+`tf.data.Dataset` of unbatched `(source_text, target_text)` raw UTF-8 string pairs. Sources:
+
+- a folder of aligned line files `{split}.{language}`, gzip'd (`.gz`) or not: line i of
+  `train.en` translates line i of `train.de` (the Multi30k `task1_raw` layout). `splits` maps
+  our split names to the file names' split part, e.g. `{"validation": "val", "test": "test_2016_flickr"}`;
+- a `.tsv` or `.txt` file of tab-separated pairs, one a line, no header: source text, target
+  text, then anything (the Tatoeba/Anki `spa.txt` layout: `english<TAB>spanish<TAB>attribution`);
+  `reverse=True` reads the second column as the source;
+- `"tfds:NAME"`: a TFDS translation dataset, e.g. `"tfds:ted_hrlr_translate/pt_to_en"`,
+  `"tfds:wmt14_translate/de-en"`; its features are named by language;
+- arrays: `(source_texts, target_texts)` or `{"train": (...), "test": (...)}`.
+
+A source without a test split gets a fixed 20% test hold-out of train; `validation_split`
+holds out a fraction of train as "validation" when the source has none. Empty lines, files
+of different lengths and missing splits are a `DataError` naming the file and line.
+
+>>> data = load_parallel((["a cat", "a dog", "two cats", "one dog", "a bird"] * 4,
+...                       ["eine Katze", "ein Hund", "zwei Katzen", "ein Hund", "ein Vogel"] * 4),
+...                      source_language="en", target_language="de")
+>>> data.info.num_examples
+{'train': 16, 'test': 4}
+>>> [text.numpy().decode() for text in next(iter(data.splits["train"]))]
+['a cat', 'eine Katze']
+"""
+
+import dataclasses
+import gzip
+import os
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+
+from kdl.data.common import TEST_FRACTION, check_split_options, prepared_tfds_builder, resolve_path
+from kdl.data.text import read_text
+from kdl.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+ACCEPTED_SOURCES = (
+    "a folder of aligned line files {split}.{language}[.gz] (e.g. train.en, train.de), a .tsv/.txt file "
+    "of tab-separated pairs (source<TAB>target[<TAB>...]), \"tfds:NAME\" (e.g. "
+    "\"tfds:ted_hrlr_translate/pt_to_en\"), a (source_texts, target_texts) tuple, or "
+    "{\"train\": (sources, targets), \"test\": (sources, targets)}"
+)
+
+
+@dataclasses.dataclass
+class ParallelDatasetInfo:
+    source: str             # the source as the user gave it (a path, "tfds:NAME", "arrays")
+    source_language: str
+    target_language: str
+    num_examples: dict      # split name -> count
+
+
+@dataclasses.dataclass
+class ParallelDataset:
+    info: ParallelDatasetInfo
+    splits: dict            # split name -> tf.data.Dataset of (source_text, target_text) strings
+
+    def texts(self, split):
+        """(source texts, target texts) of one split as two lists of str."""
+        pairs = list(self.splits[split].as_numpy_iterator())
+        return [s.decode("utf-8") for s, _ in pairs], [t.decode("utf-8") for _, t in pairs]
+
+
+def load_parallel(source, *, source_language="en", target_language="de", splits=None, data_root=None,
+                  validation_split=0.0, limit=None, reverse=False, seed=0):
+    """Load a translation dataset as "train", ["validation",] "test" splits of string pairs.
+
+    source: see the module docstring. A relative path is looked up in the current directory,
+        then under `data_root`, then under the `KDL_DATA` environment variable.
+    splits: our split name -> the source's split name (line files and TFDS), e.g.
+        `{"validation": "val", "test": "test_2016_flickr"}`; unnamed splits keep their name.
+    validation_split: fraction of train held out as "validation" when the source has none.
+    limit: keep at most this many pairs of each split (the first ones, before the hold-out).
+    reverse: a TSV file's second column is the source text.
+    """
+    check_split_options(validation_split, limit)
+    names = _split_names(splits)
+    if isinstance(source, (tuple, dict)):
+        pairs, where = _array_pairs(source), "arrays"
+    elif isinstance(source, str) and source.startswith("tfds:"):
+        pairs, where = _tfds_pairs(source, data_root, source_language, target_language, names, limit), source
+    elif isinstance(source, (str, os.PathLike)):
+        path, where = resolve_path(source, data_root, ACCEPTED_SOURCES), os.fspath(source)
+        if path.is_dir():
+            pairs = _line_file_pairs(path, source_language, target_language, names, splits)
+        elif path.suffix.lower() in (".tsv", ".txt"):
+            pairs = {"train": _tsv_pairs(path, reverse)}
+        else:
+            raise DataError(f"{path} is a {path.suffix or 'suffix-less'} file; expected {ACCEPTED_SOURCES}")
+    else:
+        raise DataError(f"unsupported data source of type {type(source).__name__}; accepted: {ACCEPTED_SOURCES}")
+    pairs = _hold_out(pairs, validation_split, limit, seed)
+    datasets = {split: tf.data.Dataset.from_tensor_slices((tf.constant(s, tf.string), tf.constant(t, tf.string)))
+                for split, (s, t) in pairs.items()}
+    info = ParallelDatasetInfo(where, source_language, target_language,
+                               {split: len(s) for split, (s, _) in pairs.items()})
+    return ParallelDataset(info, datasets)
+
+
+def _split_names(splits):
+    splits = dict(splits or {})
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise DataError(f"splits: unknown split {unknown[0]!r}; the keys must be among {list(SPLITS)} "
+                        "(e.g. {validation = \"val\", test = \"test_2016_flickr\"})")
+    return {split: splits.get(split, split) for split in SPLITS}
+
+
+# --- aligned line files ---------------------------------------------------------------------------
+
+
+def _line_file_pairs(folder, source_language, target_language, names, asked):
+    """{split: (sources, targets)} from {name}.{language}[.gz] files; train and test must exist,
+    validation too when `asked` names it."""
+    pairs = {}
+    for split, name in names.items():
+        files = [_line_file(folder, name, language) for language in (source_language, target_language)]
+        if None in files:
+            if split == "validation" and "validation" not in (asked or {}):
+                continue
+            missing = f"{name}.{(source_language, target_language)[files.index(None)]}"
+            found = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+            raise DataError(f"{folder}: no {split} split: {missing}[.gz] is missing (found {found[:12]}); "
+                            f"name the files' split with splits = {{{split} = \"...\"}}")
+        sources, targets = (_read_sentences(path) for path in files)
+        if len(sources) != len(targets):
+            raise DataError(f"{files[0]} has {len(sources)} lines but {files[1]} has {len(targets)}; "
+                            "aligned files need one translation per line")
+        pairs[split] = sources, targets
+    return pairs
+
+
+def _line_file(folder, name, language):
+    for path in (folder / f"{name}.{language}", folder / f"{name}.{language}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_sentences(path):
+    """The lines of a (gzip'd) UTF-8 file; an empty line is a DataError naming file and line."""
+    if path.suffix == ".gz":
+        try:
+            text = gzip.decompress(path.read_bytes()).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise DataError(f"{path}: not gzip'd UTF-8 text ({error})") from None
+    else:
+        text = read_text(path)
+    lines = text.removesuffix("\n").split("\n") if text else []
+    lines = [line.removesuffix("\r") for line in lines]
+    empty = next((i for i, line in enumerate(lines) if not line.strip()), None)
+    if empty is not None:
+        raise DataError(f"{path}, line {empty + 1}: empty line; every line must hold one sentence")
+    return lines
+
+
+# --- TSV pairs --------------------------------------------------------------------------------------
+
+
+def _tsv_pairs(path, reverse):
+    sources, targets = [], []
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[0].strip() or not fields[1].strip():
+            raise DataError(f"{path}, line {number}: expected source<TAB>target[<TAB>...], got {line[:80]!r}")
+        source, target = (fields[1], fields[0]) if reverse else (fields[0], fields[1])
+        sources.append(source)
+        targets.append(target)
+    if not sources:
+        raise DataError(f"{path} holds no sentence pairs; expected lines source<TAB>target")
+    return sources, targets
+
+
+# --- arrays and TFDS --------------------------------------------------------------------------------
+
+
+def _array_pairs(source):
+    splits = source if isinstance(source, dict) else {"train": source}
+    if "train" not in splits or not set(splits) <= set(SPLITS):
+        raise DataError(f"array splits {sorted(splits)}: expected {{\"train\": (sources, targets)"
+                        ", \"test\": (sources, targets)}} (\"validation\" optional)")
+    pairs = {}
+    for split, pair in splits.items():
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise DataError(f"{split} data must be a (source_texts, target_texts) pair; got {type(pair).__name__}")
+        sources, targets = list(pair[0]), list(pair[1])
+        if len(sources) != len(targets):
+            raise DataError(f"{split} has {len(sources)} source texts but {len(targets)} target texts")
+        for name, texts in (("source", sources), ("target", targets)):
+            bad = next((i for i, text in enumerate(texts) if not isinstance(text, str) or not text.strip()), None)
+            if bad is not None:
+                raise DataError(f"{split} {name} text [{bad}] is {texts[bad]!r}; expected a non-empty str")
+        pairs[split] = sources, targets
+    return pairs
+
+
+def _tfds_pairs(source, data_root, source_language, target_language, names, limit):
+    builder = prepared_tfds_builder(source, data_root)
+    features = list(builder.info.features.keys())
+    missing = [lang for lang in (source_language, target_language) if lang not in features]
+    if missing:
+        raise DataError(f"{source} has languages {features}; no {missing[0]!r} "
+                        "(set source/target to two of them)")
+    pairs = {}
+    for split, name in names.items():
+        known = builder.info.splits    # empty under tfds.testing.mock_data: every split is there
+        if known and name not in known:
+            if split == "validation":
+                continue
+            raise DataError(f"{source} has no split {name!r}; it has {sorted(builder.info.splits)}")
+        sources, targets = [], []
+        for example in builder.as_dataset(split=f"{name}[:{limit}]" if limit else name).as_numpy_iterator():
+            sources.append(example[source_language].decode("utf-8"))
+            targets.append(example[target_language].decode("utf-8"))
+        pairs[split] = sources, targets
+    return pairs
+
+
+def _hold_out(pairs, validation_split, limit, seed):
+    """A missing "test" (fixed 20% of train) and "validation" (`validation_split` of train) held out,
+    after `limit` per split."""
+    if "test" not in pairs:
+        pairs = {**pairs, **dict(zip(("train", "test"), _split(pairs["train"], TEST_FRACTION, seed=0)))}
+    pairs = {split: (s[:limit], t[:limit]) for split, (s, t) in pairs.items()}
+    if "validation" not in pairs and validation_split:
+        pairs["train"], pairs["validation"] = _split(pairs["train"], validation_split, seed)
+    return {split: pairs[split] for split in SPLITS if split in pairs}
+
+
+def _split(pair, fraction, seed):
+    sources, targets = pair
+    order = np.random.default_rng(seed).permutation(len(sources))
+    held = max(1, int(round(len(sources) * fraction)))
+    keep, out = sorted(order[held:]), sorted(order[:held])
+    return ([sources[i] for i in keep], [targets[i] for i in keep]), ([sources[i] for i in out], [targets[i] for i in out])

@@ -1,0 +1,85 @@
+"""Score a speech recogniser from strings: reference transcripts and the model's hypotheses.
+
+Word and character error rates come from jiwer (the field's reference implementation); the
+same code scores every backend's model. The report shows a handful of example transcripts.
+
+>>> report = speech_recognition(["three one four", "nine"], ["three one for", "nine"])
+>>> report["wer"], round(report["cer"], 4), report["sentence_accuracy"]
+(0.25, 0.0556, 0.5)
+>>> print(report)                                        # doctest: +NORMALIZE_WHITESPACE
+speech_recognition report (2 examples)
+  wer                0.2500
+  cer                0.0556
+  sentence_accuracy  0.5000
+  substitutions      1.0000
+  deletions          0.0000
+  insertions         0.0000
+<BLANKLINE>
+examples (reference / hypothesis, word errors)
+  reference       hypothesis     word errors
+  three one four  three one for            1
+  nine            nine                     0
+"""
+
+import dataclasses
+
+import jiwer
+
+from kdl.errors import DataError
+from kdl.evaluation.report import Report
+
+EXAMPLES_SHOWN = 8
+
+
+@dataclasses.dataclass(eq=False)
+class SpeechReport(Report, task="speech_recognition"):
+    """A `Report` of WER, CER and sentence accuracy, plus `examples`: a few
+    {"reference", "hypothesis", "word_errors"} rows, printed as a table."""
+
+    task: str = "speech_recognition"
+    examples: list = dataclasses.field(default_factory=list)
+
+    def _sections(self):
+        yield from super()._sections()
+        if self.examples:
+            rows = [[e["reference"], e["hypothesis"], e["word_errors"]] for e in self.examples]
+            yield ("examples (reference / hypothesis, word errors)",
+                   ["reference", "hypothesis", "word errors"], rows)
+
+
+def speech_recognition(references, hypotheses, shown=EXAMPLES_SHOWN):
+    """Score hypotheses against references (lists of strings, one per utterance).
+
+    Metrics: wer and cer (jiwer: errors / reference words or characters, over the whole set),
+    sentence_accuracy (exact matches), and the word-level substitution, deletion and insertion
+    counts. `shown` examples are kept: the first ones with errors, then correct ones.
+    """
+    references, hypotheses = list(references), list(hypotheses)
+    if len(references) != len(hypotheses):
+        raise DataError(f"length mismatch: {len(references)} references but {len(hypotheses)} hypotheses")
+    if not references:
+        raise DataError("empty input: got 0 transcripts, expected at least 1")
+    for name, texts in (("references", references), ("hypotheses", hypotheses)):
+        bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+        if bad is not None:
+            raise DataError(f"{name}[{bad}] is {type(texts[bad]).__name__}, expected a string")
+    empty = next((i for i, text in enumerate(references) if not text.strip()), None)
+    if empty is not None:
+        raise DataError(f"references[{empty}] is empty; every reference needs at least one word")
+    words = jiwer.process_words(references, hypotheses)
+    metrics = {
+        "wer": words.wer,
+        "cer": jiwer.cer(references, hypotheses),
+        "sentence_accuracy": sum(r == h for r, h in zip(references, hypotheses)) / len(references),
+        "substitutions": words.substitutions,
+        "deletions": words.deletions,
+        "insertions": words.insertions,
+    }
+    errors = [sum(chunk.ref_end_idx - chunk.ref_start_idx if chunk.type != "insert" else
+                  chunk.hyp_end_idx - chunk.hyp_start_idx
+                  for chunk in alignment if chunk.type != "equal")
+              for alignment in words.alignments]
+    order = sorted(range(len(references)), key=lambda i: (errors[i] == 0, i))[:shown]
+    examples = [{"reference": references[i], "hypothesis": hypotheses[i], "word_errors": errors[i]}
+                for i in sorted(order)]
+    return SpeechReport(metrics=metrics, meta={"num_examples": len(references)}, examples=examples)
