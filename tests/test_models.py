@@ -66,3 +66,28 @@ def test_text_pooling_ignores_padding_and_is_finite_for_empty_rows():
     np.testing.assert_allclose(pooled, [[2.0, -3.0, 3.0, -1.0], [0.0, 0.0, 0.0, 0.0]])
     with pytest.raises(ConfigError, match="pooling must be one of mean, max, mean_max; got 'sum'"):
         pool(x, token_ids, "sum")
+
+
+@pytest.mark.parametrize("sample_rate, samples", [(8000, 4000), (16000, 6001)])
+def test_audio_features_are_keras_mel_spectrogram_without_an_fft(sample_rate, samples):
+    """The DFT-as-convolution front-end (exportable to ONNX) gives MelSpectrogram's log-mel
+    features, also for a clip length that is not a multiple of the hop, and stays float32 under
+    mixed precision."""
+    from kdl.models.audio import LOG_FLOOR, AudioFeatures
+
+    waveforms = np.random.default_rng(0).normal(0, 0.3, (2, samples)).astype("float32")
+    features = AudioFeatures(sample_rate, mel_bins=24, window_ms=30.0, hop_ms=12.0)
+    mel = keras.layers.MelSpectrogram(
+        fft_length=features.fft_length, sequence_length=features.window, sequence_stride=features.hop,
+        sampling_rate=sample_rate, num_mel_bins=24, power_to_db=False, dtype="float32")
+    expected = np.log(keras.ops.convert_to_numpy(mel(waveforms)).transpose(0, 2, 1) + LOG_FLOOR)
+    expected = (expected - expected.mean(axis=(1, 2), keepdims=True)) / (
+        expected.std(axis=(1, 2), keepdims=True) + 1e-5)
+    got = keras.ops.convert_to_numpy(features(waveforms))
+    assert got.shape == (2, samples // features.hop + 1, 24) == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        assert keras.ops.convert_to_numpy(AudioFeatures(sample_rate)(waveforms)).dtype == np.float32
+    finally:
+        keras.config.set_dtype_policy("float32")

@@ -1,8 +1,8 @@
 """Speech models: raw waveforms (B, samples) float32 in; class probabilities or CTC log-probabilities out.
 
 The model owns its features, so a saved model takes raw audio on every backend:
-`AudioFeatures` (a log-mel spectrogram from `keras.layers.MelSpectrogram`, standardised per clip)
-and `SpecAugment` (time and frequency masks, active in training only). Backbones are looked up
+`AudioFeatures` (a log-mel spectrogram, the one keras.layers.MelSpectrogram computes but exportable
+to ONNX, standardised per clip) and `SpecAugment` (time and frequency masks, active in training only). Backbones are looked up
 by name: kind "audio_backbone" (classification: "cnn") and "speech_encoder" (recognition:
 "transformer", "bigru"); their keywords are the options a recipe may set (`[model.options]`).
 
@@ -16,6 +16,8 @@ by name: kind "audio_backbone" (classification: "cnn") and "speech_encoder" (rec
 
 import keras
 import keras_hub
+import numpy as np
+import scipy.signal
 from keras import layers, ops
 
 from kdl.models.registry import check_options, get, register
@@ -28,24 +30,31 @@ class AudioFeatures(layers.Layer):
     """(B, samples) waveform -> (B, frames, mel_bins) log-mel features with zero mean and unit
     variance per clip. frames = samples // hop + 1.
 
-    Uses keras.layers.MelSpectrogram without its dB scaling, whose top_db floor is taken over
-    the whole batch (a clip's features would depend on the other clips in its batch)."""
+    The same spectrogram as keras.layers.MelSpectrogram (Hann window, centred frames with reflect
+    padding, power, Keras' mel filters), computed as a strided convolution with fixed DFT kernels
+    instead of an FFT, so that every ONNX converter can export it. No dB scaling: its top_db floor
+    is taken over the whole batch (a clip's features would depend on the other clips in its batch).
+    Always computed in float32, also under mixed precision."""
 
     def __init__(self, sample_rate=8000, mel_bins=40, window_ms=25.0, hop_ms=10.0, **kwargs):
+        kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.sample_rate, self.mel_bins, self.window_ms, self.hop_ms = sample_rate, mel_bins, window_ms, hop_ms
-        window = int(round(sample_rate * window_ms / 1000))
+        self.window = int(round(sample_rate * window_ms / 1000))
         self.hop = int(round(sample_rate * hop_ms / 1000))
-        self.mel = layers.MelSpectrogram(
-            fft_length=1 << (window - 1).bit_length(), sequence_length=window, sequence_stride=self.hop,
-            sampling_rate=sample_rate, num_mel_bins=mel_bins, power_to_db=False, dtype="float32")
-
-    def build(self, input_shape):
-        self.mel.build(input_shape)
+        self.fft_length = 1 << (self.window - 1).bit_length()
+        self.dft_kernel, self.mel_matrix = _spectrogram_constants(
+            self.window, self.fft_length, sample_rate, mel_bins)
 
     def call(self, waveforms):
-        power = self.mel(waveforms)                                      # (B, mel_bins, frames)
-        x = ops.log(ops.transpose(power, (0, 2, 1)) + LOG_FLOOR)          # (B, frames, mel_bins)
+        half = self.fft_length // 2
+        x = ops.pad(ops.cast(waveforms, "float32"), ((0, 0), (half, half)), mode="reflect")  # (B, S + fft)
+        spectrum = ops.conv(x[:, :, None], ops.convert_to_tensor(self.dft_kernel),
+                            strides=self.hop)                             # (B, frames, 2 * bins)
+        real, imaginary = ops.split(spectrum, 2, axis=-1)                 # (B, frames, bins) each
+        power = ops.square(real) + ops.square(imaginary)                  # (B, frames, bins)
+        mel = ops.matmul(power, ops.convert_to_tensor(self.mel_matrix))   # (B, frames, mel_bins)
+        x = ops.log(mel + LOG_FLOOR)                                      # (B, frames, mel_bins)
         mean = ops.mean(x, axis=(1, 2), keepdims=True)                    # (B, 1, 1)
         std = ops.std(x, axis=(1, 2), keepdims=True)                      # (B, 1, 1)
         return (x - mean) / (std + 1e-5)                                  # (B, frames, mel_bins)
@@ -57,6 +66,22 @@ class AudioFeatures(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "sample_rate": self.sample_rate, "mel_bins": self.mel_bins,
                 "window_ms": self.window_ms, "hop_ms": self.hop_ms}
+
+
+def _spectrogram_constants(window, fft_length, sample_rate, mel_bins):
+    """The fixed kernels of AudioFeatures: ((fft_length, 1, 2 * bins) DFT kernel whose first half
+    gives the real and second half the imaginary part of a Hann-windowed frame's spectrum,
+    (bins, mel_bins) mel filters), bins = fft_length // 2 + 1, as float32 numpy arrays."""
+    left = (fft_length - window) // 2                       # the window sits centred in the frame
+    hann = np.zeros(fft_length)
+    hann[left:left + window] = scipy.signal.get_window("hann", window)
+    angles = 2 * np.pi * np.outer(np.arange(fft_length), np.arange(fft_length // 2 + 1)) / fft_length
+    kernel = np.concatenate([np.cos(angles), -np.sin(angles)], axis=1) * hann[:, None]
+    mel = layers.MelSpectrogram(fft_length=fft_length, sampling_rate=sample_rate, num_mel_bins=mel_bins)
+    matrix = mel.linear_to_mel_weight_matrix(num_mel_bins=mel_bins, num_spectrogram_bins=fft_length // 2 + 1,
+                                             sampling_rate=sample_rate, lower_edge_hertz=mel.min_freq,
+                                             upper_edge_hertz=mel.max_freq)
+    return kernel[:, None, :].astype("float32"), np.asarray(ops.convert_to_numpy(matrix), "float32")
 
 
 @keras.saving.register_keras_serializable(package="kdl")
