@@ -148,6 +148,36 @@ def test_saved_run_transcribes_the_same_on_every_backend(letters_run, tmp_path):
         assert difference <= 1e-3, f"saved on {backend.name()}, loaded on {name}: {difference}"
 
 
+def test_export_transcribes_with_its_characters_file(letters_run, tmp_path):
+    """What a server gets (the exported model, signature.json, characters.json) transcribes the
+    utterances with plain numpy greedy CTC decoding: the features are inside the exported model."""
+    recipe, _, _, (waves, texts) = letters_run
+    format = "saved_model" if backend.name() == "jax" else "onnx"   # jax's ONNX path is through tensorflow
+    out = recipe.export(tmp_path / "export", format)
+    signature = json.loads((out / "signature.json").read_text())
+    assert signature["assets"] == ["characters.json"] and "CTC blank" in signature["output_meaning"]
+    assert signature["inputs"][0]["shape"] == [None, 2400] and signature["sample_rate"] == RATE
+    characters = json.loads((out / "characters.json").read_text())
+    batch = np.stack([fit_length(w, 2400) for w in waves[:8]])
+    if format == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        log_probabilities = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    else:
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+        name = signature["inputs"][0]["name"]
+        log_probabilities = next(iter(serve(**{name: tf.constant(batch)}).values())).numpy()
+    np.testing.assert_allclose(log_probabilities, recipe.model.predict(batch, verbose=0), atol=1e-4)
+    transcripts = []
+    for best in log_probabilities.argmax(-1):                         # (frames,) ids
+        kept = [i for j, i in enumerate(best) if i != 0 and (j == 0 or i != best[j - 1])]
+        transcripts.append("".join(characters[i - 1] for i in kept).strip())
+    assert transcripts == texts[:8]
+
+
 def test_digit_strings_recipe_file_builds_on_a_subset(shared_data):
     recipe = kdl.recipes.load("recipes/speech/fsdd_digit_strings_ctc.toml", ["data.utterances=[40, 10]"],
                               data_root=shared_data)
