@@ -1,4 +1,4 @@
-"""Training callbacks kdl adds to every fit.
+"""Training callbacks: the ones kdl adds to every fit, and `EpochLine` for `kdl train --quiet`.
 
 `DivergenceStop` stops training at the first batch whose loss is NaN or infinite, keeps the
 last good per-epoch checkpoint (Keras' ModelCheckpoint would otherwise overwrite it with the
@@ -18,6 +18,7 @@ named is the last batch of the execution in which the loss was first seen non-fi
 import math
 import os
 import pathlib
+import time
 
 import keras
 import numpy as np
@@ -82,3 +83,26 @@ class DivergenceStop(keras.callbacks.Callback):
             f"training diverged: the loss became {loss} at epoch {epoch}, step {step}; training "
             f"stopped there. {where}. Lower train.learning_rate, or use gradient clipping or a "
             "schedule.")
+
+
+class EpochLine(keras.callbacks.Callback):
+    """Prints one line per epoch, its logs and seconds: the progress of a run without a progress
+    bar (`kdl train --quiet`, logs of long runs).
+
+    >>> line = EpochLine(epochs=2)
+    >>> line.on_epoch_begin(0); line.on_epoch_end(0, {"loss": 0.5})     # doctest: +ELLIPSIS
+    epoch 1/2  loss 0.5000  (0 s)
+    """
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = "  ".join(f"{name} {float(value):.4f}" for name, value in (logs or {}).items()
+                           if name != "learning_rate")
+        print(f"epoch {epoch + 1}/{self.epochs}  {values}  ({time.perf_counter() - self.start:.0f} s)",
+              flush=True)

@@ -52,6 +52,7 @@ def _info(args):
 
 def _train(args):
     from kdl import recipes
+    from kdl.callbacks import EpochLine
 
     path = pathlib.Path(args.recipe)
     overrides = args.set + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
@@ -66,8 +67,9 @@ def _train(args):
     print(f"kdl: training {recipe.task} (model {recipe.config.model.name!r}, data "
           f"{recipe.config.data.source!r}) on {backend.name()} [{', '.join(backend.devices())}]",
           flush=True)
+    lines = [EpochLine(recipe.config.train.epochs)] if args.quiet else []   # instead of the bar
     start = time.perf_counter()
-    recipe.fit(out=out, verbose=0 if args.quiet else "auto")
+    recipe.fit(out=out, verbose=0 if args.quiet else "auto", callbacks=lines)
     seconds = time.perf_counter() - start
     report = recipe.evaluate(args.split)
     report.meta["fit_seconds"] = round(seconds, 2)
@@ -197,7 +199,7 @@ def _parser():
     train.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
     train.add_argument("--out", help="run directory (default: runs/<recipe name>)")
     train.add_argument("--split", default="test", help="split to evaluate on (default: test)")
-    train.add_argument("--quiet", action="store_true", help="no per-epoch progress bar")
+    train.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar")
     train.add_argument("--distribute", metavar="MODE",
                        help="shorthand for --set train.distribute=MODE: single, auto, data_parallel, "
                             "model_parallel[:M] or tpu (see docs/tpu.md)")

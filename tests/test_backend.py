@@ -1,8 +1,6 @@
 """kdl.backend on the active backend: name, devices, seeding, and the one-backend-per-process rule."""
 
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np

@@ -169,7 +169,7 @@ CASES = [
     ("unknown optimizer", lambda f, r: kdl.recipes.image_classifier(optimizer="adamm", limit=50).fit(
         verbose=0), ConfigError, "unknown Keras optimizer 'adamm'"),
     ("unknown schedule", lambda f, r: kdl.recipes.image_classifier(schedule="linear", limit=50).fit(
-        verbose=0), ConfigError, "'constant' or 'cosine', got 'linear'"),
+        verbose=0), ConfigError, "one of constant, cosine, warmup_cosine; got 'linear'"),
     ("unknown tokenizer", lambda f, r: kdl.recipes.text_classifier((TEXTS, LABELS), tokenizer="bpe").fit(
         verbose=0), ConfigError, "data.tokenizer must be one of"),
     ("unknown split", lambda f, r: _trained(r).evaluate("dev"), DataError, "no split 'dev'"),

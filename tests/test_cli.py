@@ -1,5 +1,7 @@
 """The `kdl` command: train -> evaluate -> predict on a run directory, and one-line errors."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -17,8 +19,11 @@ DIGITS = "recipes/image_classification/digits_cnn.toml"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "digits"
-    assert main(["train", DIGITS, "--epochs", "3", "--out", str(out), "--quiet",
-                 "--backend", backend.name()]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", DIGITS, "--epochs", "3", "--out", str(out), "--quiet",
+                     "--backend", backend.name()]) == 0
+    (out.parent / "stdout.txt").write_text(printed.getvalue())    # for the test of what it printed
     return out
 
 
@@ -28,6 +33,14 @@ def test_train_writes_the_run_directory(run_dir):
     report = json.loads((run_dir / "report.json").read_text())
     assert report["metrics"]["accuracy"] > 0.8 and report["meta"]["fit_seconds"] > 0
     assert "epochs = 3" in (run_dir / "recipe.toml").read_text()
+
+
+def test_quiet_train_prints_one_line_per_epoch_and_the_report(run_dir):
+    printed = (run_dir.parent / "stdout.txt").read_text()
+    epochs = [line for line in printed.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"]
+    assert all(" loss " in line and " val_loss " in line and line.endswith(" s)") for line in epochs)
+    assert "accuracy" in printed and f"run saved to {run_dir}" in printed
 
 
 def test_evaluate_reprints_the_saved_score(run_dir, capsys):

@@ -60,7 +60,7 @@ def test_bad_toml_names_the_file(tmp_path):
 def test_recipe_files_parse_and_say_how_to_run_them(path):
     recipe = kdl.recipes.load(path)
     header = path.read_text().split("\n\n")[0]
-    assert "# Run:" in header and f"kdl train recipes/" in header and "# Expect:" in header
+    assert "# Run:" in header and "kdl train recipes/" in header and "# Expect:" in header
     assert configs.from_toml(type(recipe.config), configs.to_toml(recipe.config)) == recipe.config
 
 

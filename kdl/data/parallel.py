@@ -29,7 +29,6 @@ of different lengths and missing splits are a `DataError` naming the file and li
 import dataclasses
 import gzip
 import os
-import pathlib
 
 import numpy as np
 import tensorflow as tf

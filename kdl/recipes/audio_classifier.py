@@ -13,7 +13,7 @@ import typing
 
 from kdl import models
 from kdl.recipes.classifier import Classifier
-from kdl.recipes.recipe import TrainConfig, configure
+from kdl.recipes.recipe import TrainConfig, new_recipe
 
 
 @dataclasses.dataclass
@@ -108,15 +108,7 @@ def audio_classifier(dataset="fsdd/recordings", model="cnn", *, data_root=None, 
         max_seconds=1.0, mel_bins=64, time_masks=0, seed=1, ...); other names are the
         backbone's options (e.g. filters=[16, 32], dense=32).
     """
-    arrays = None if isinstance(dataset, str) else dataset
-    config = AudioClassifierConfig()
-    config.data.source = "arrays" if arrays is not None else dataset
-    config.model.name = model
-    config = configure(config, overrides, options_of=models.get("audio_backbone", model))
-    recipe = AudioClassifier(config, data_root=data_root, arrays=arrays)
-    if arrays is not None:
-        recipe.data   # check the arrays now, not at fit time
-    return recipe
+    return new_recipe(AudioClassifier, dataset, model, "audio_backbone", overrides, data_root)
 
 
 def waveform_export_sample(model):

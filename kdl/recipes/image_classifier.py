@@ -16,7 +16,7 @@ import numpy as np
 from kdl import models
 from kdl.errors import DataError
 from kdl.recipes.classifier import Classifier
-from kdl.recipes.recipe import TrainConfig, configure
+from kdl.recipes.recipe import TrainConfig, new_recipe
 
 
 @dataclasses.dataclass
@@ -105,15 +105,7 @@ def image_classifier(dataset="digits", model="cnn", *, data_root=None, **overrid
         augment=["translate"], seed=1, ...); other names are the backbone's options
         (e.g. filters=[32, 64] for "cnn", blocks=3, width=16 for "resnet").
     """
-    arrays = None if isinstance(dataset, str) else dataset
-    config = ImageClassifierConfig()
-    config.data.source = "arrays" if arrays is not None else dataset
-    config.model.name = model
-    config = configure(config, overrides, options_of=models.get("image_backbone", model))
-    recipe = ImageClassifier(config, data_root=data_root, arrays=arrays)
-    if arrays is not None:
-        recipe.data   # check the arrays now, not at fit time
-    return recipe
+    return new_recipe(ImageClassifier, dataset, model, "image_backbone", overrides, data_root)
 
 
 def _read_image(path, size, channels):

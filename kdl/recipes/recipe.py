@@ -11,7 +11,6 @@ loading, model building and scoring; this file holds what every task does the sa
 import dataclasses
 import difflib
 import functools
-import json
 import pathlib
 import tomllib
 
@@ -34,7 +33,8 @@ class TrainConfig:
     epochs: int = 10
     optimizer: str = "adam"         # a keras.optimizers name: adam, adamw, sgd, rmsprop, ...
     learning_rate: float = 1e-3
-    schedule: str = "constant"      # "constant" or "cosine" (decays to 0 over all epochs)
+    schedule: str = "constant"      # "constant", "cosine" (decays to 0 over all epochs) or "warmup_cosine"
+    warmup_steps: int = 0           # "warmup_cosine": steps of linear warm-up to learning_rate, then cosine
     early_stopping: int = 0         # patience in epochs on validation loss; 0 turns it off
     steps_per_execution: int = 1    # batches per compiled call (not on torch): >1 speeds up small models
     distribute: str = "single"      # single, auto, data_parallel, model_parallel[:M], tpu (kdl.distribute)
@@ -225,8 +225,13 @@ class Recipe:
         rate = train.learning_rate
         if train.schedule == "cosine":
             rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(total_steps, 1))
+        elif train.schedule == "warmup_cosine":
+            warmup = min(train.warmup_steps, max(total_steps - 1, 0))
+            rate = keras.optimizers.schedules.CosineDecay(
+                0.0, decay_steps=max(total_steps - warmup, 1), warmup_target=rate, warmup_steps=warmup)
         elif train.schedule != "constant":
-            raise ConfigError(f"train.schedule must be 'constant' or 'cosine', got {train.schedule!r}")
+            raise ConfigError("train.schedule must be one of constant, cosine, warmup_cosine; "
+                              f"got {train.schedule!r}")
         try:
             return keras.optimizers.get({"class_name": train.optimizer,
                                          "config": {"learning_rate": rate}})
@@ -296,7 +301,7 @@ def load(path, overrides=(), data_root=None, *, unsafe=False):
 # below one otherwise fails deep inside tf.data or Keras, or crashes the process (max_length = 0).
 AT_LEAST = {"data.batch_size": 1, "data.max_length": 1, "data.vocabulary_size": 2,
             "data.sample_rate": 1, "train.epochs": 0, "train.steps_per_execution": 1,
-            "train.early_stopping": 0, "decode.batch_size": 1, "decode.beam_size": 1}
+            "train.early_stopping": 0, "train.warmup_steps": 0, "decode.batch_size": 1, "decode.beam_size": 1}
 
 
 def check_ranges(config):
@@ -337,6 +342,26 @@ def recipe_class(task, where="recipe"):
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"{where}: unknown task {task!r}{hint} Known tasks: {', '.join(sorted(RECIPES))}")
     return RECIPES[task]
+
+
+def new_recipe(cls, dataset, model, model_kind, overrides, data_root=None, **data_defaults):
+    """The body of every task's factory (`kdl.recipes.image_classifier(...)`, ...): a `cls` recipe
+    on `dataset` (a name or path, or in-memory arrays, which are checked now rather than at fit
+    time) with the `model_kind` model `model`, its task's `data_defaults`, then the keyword
+    `overrides` (see `configure`)."""
+    from kdl import models
+
+    arrays = None if isinstance(dataset, (str, pathlib.Path)) else dataset
+    config = cls.Config()
+    config.data.source = "arrays" if arrays is not None else str(dataset)
+    config.model.name = model
+    for field, value in data_defaults.items():
+        setattr(config.data, field, value)
+    config = configure(config, overrides, options_of=models.get(model_kind, model))
+    recipe = cls(config, data_root=data_root, arrays=arrays)
+    if arrays is not None:
+        recipe.data   # check the arrays now, not at fit time
+    return recipe
 
 
 def configure(config, overrides, options_of=None):

@@ -28,7 +28,7 @@ from kdl import evaluation, models
 from kdl.errors import ConfigError, DataError
 from kdl.recipes.audio_classifier import (AudioModelConfig, feature_options, waveform_export_description,
                                           waveform_export_sample)
-from kdl.recipes.recipe import Recipe, TrainConfig, configure
+from kdl.recipes.recipe import Recipe, TrainConfig, new_recipe
 
 CHARACTERS_FILE = "characters.json"
 DECODERS = ("greedy", "beam_search")
@@ -212,12 +212,4 @@ def speech_recognizer(dataset="fsdd_digit_strings:fsdd/recordings", model="bigru
         characters="abc ", decoder="beam_search", time_masks=0, ...); other names are the
         encoder's options (e.g. width=96, blocks=2).
     """
-    arrays = None if isinstance(dataset, str) else dataset
-    config = SpeechRecognizerConfig()
-    config.data.source = "arrays" if arrays is not None else dataset
-    config.model.name = model
-    config = configure(config, overrides, options_of=models.get("speech_encoder", model))
-    recipe = SpeechRecognizer(config, data_root=data_root, arrays=arrays)
-    if arrays is not None:
-        recipe.data   # check the arrays now, not at fit time
-    return recipe
+    return new_recipe(SpeechRecognizer, dataset, model, "speech_encoder", overrides, data_root)

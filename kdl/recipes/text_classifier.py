@@ -17,7 +17,7 @@ import tensorflow as tf
 from kdl import models
 from kdl.errors import ConfigError, DataError
 from kdl.recipes.classifier import Classifier
-from kdl.recipes.recipe import TrainConfig, configure
+from kdl.recipes.recipe import TrainConfig, new_recipe
 
 VOCABULARY_FILE = "vocabulary.txt"
 
@@ -167,15 +167,7 @@ def text_classifier(dataset="sst2", model="transformer", *, data_root=None, **ov
         vocabulary_size=10000, tokenizer="wordpiece", text_column="review", seed=1, ...);
         other names are the backbone's options (e.g. embedding=32, blocks=1, dropout=0.2).
     """
-    arrays = None if isinstance(dataset, (str, pathlib.Path)) else dataset
-    config = TextClassifierConfig()
-    config.data.source = "arrays" if arrays is not None else str(dataset)
-    config.data.ngrams = 2 if model == "fasttext" else 1
+    defaults = {"ngrams": 2 if model == "fasttext" else 1}
     if model == "bert" and "preset" in overrides:
-        config.data.tokenizer = "wordpiece"
-    config.model.name = model
-    config = configure(config, overrides, options_of=models.get("text_backbone", model))
-    recipe = TextClassifier(config, data_root=data_root, arrays=arrays)
-    if arrays is not None:
-        recipe.data   # check the arrays now, not at fit time
-    return recipe
+        defaults["tokenizer"] = "wordpiece"
+    return new_recipe(TextClassifier, dataset, model, "text_backbone", overrides, data_root, **defaults)

@@ -15,13 +15,12 @@ import pathlib
 import typing
 import warnings
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from kdl import evaluation, models
 from kdl.errors import ConfigError, DataError
-from kdl.recipes.recipe import Recipe, TrainConfig, configure
+from kdl.recipes.recipe import Recipe, TrainConfig, new_recipe
 
 VOCABULARY_FILES = {"source": "source_vocabulary.txt", "target": "target_vocabulary.txt"}
 SHARED_VOCABULARY_FILE = "vocabulary.txt"
@@ -54,7 +53,6 @@ class TranslatorModelConfig:
 
 @dataclasses.dataclass
 class TranslatorTrainConfig(TrainConfig):
-    warmup_steps: int = 0               # schedule "warmup_cosine": linear warm-up, then cosine decay to 0
     label_smoothing: float = 0.1
 
 
@@ -196,30 +194,13 @@ class Translator(Recipe):
 
         return {"loss": MaskedCrossentropy(self.config.train.label_smoothing), "metrics": [masked_accuracy]}
 
-    def make_optimizer(self, total_steps):
-        """Adds schedule "warmup_cosine": linear warm-up over train.warmup_steps to the learning
-        rate, then cosine decay to 0 at the last step."""
-        train = self.config.train
-        if train.schedule != "warmup_cosine":
-            return super().make_optimizer(total_steps)
-        warmup = min(train.warmup_steps, max(total_steps - 1, 0))
-        rate = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=max(total_steps - warmup, 1), warmup_target=train.learning_rate,
-            warmup_steps=warmup)
-        try:
-            return keras.optimizers.get({"class_name": train.optimizer, "config": {"learning_rate": rate}})
-        except ValueError:
-            raise ConfigError(f"train.optimizer: unknown Keras optimizer {train.optimizer!r} "
-                              "(try adam, adamw, sgd, rmsprop)") from None
-
     def fit(self, epochs=None, *, out=None, verbose="auto", callbacks=(), steps_per_epoch=None):
-        """Train; with `verbose=0` one line per epoch is still printed (loss, accuracy, seconds).
-        `out` also receives the vocabularies first, so its per-epoch checkpoint is usable mid-run."""
-        lines = [_EpochLine(epochs or self.config.train.epochs)] if verbose == 0 else []
+        """Train; `out` also receives the vocabularies first, so its per-epoch checkpoint is
+        usable mid-run."""
         if out is not None:
             pathlib.Path(out).mkdir(parents=True, exist_ok=True)
             self.save_assets(out)
-        return super().fit(epochs, out=out, verbose=verbose, callbacks=[*lines, *callbacks],
+        return super().fit(epochs, out=out, verbose=verbose, callbacks=callbacks,
                            steps_per_epoch=steps_per_epoch)
 
     # -- decoding -------------------------------------------------------------------------------------
@@ -304,27 +285,6 @@ class Translator(Recipe):
         self._tokenizers = {side: Tokenizer.load(path / name, **options) for side, name in files.items()}
 
 
-class _EpochLine(keras.callbacks.Callback):
-    """One printed line per epoch: its logs and its seconds (for runs without a progress bar)."""
-
-    def __init__(self, epochs):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_begin(self, epoch, logs=None):
-        import time
-
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        import time
-
-        values = "  ".join(f"{name} {float(value):.4f}" for name, value in (logs or {}).items()
-                           if name != "learning_rate")
-        print(f"epoch {epoch + 1}/{self.epochs}  {values}  ({time.perf_counter() - self.start:.0f} s)",
-              flush=True)
-
-
 def translator(dataset="multi30k/task1_raw", source="en", target="de", model="transformer", *,
                data_root=None, **overrides):
     """A new translation recipe from `source` language to `target` language.
@@ -338,15 +298,7 @@ def translator(dataset="multi30k/task1_raw", source="en", target="de", model="tr
         vocabulary_size=4000, beam_size=1, splits={"test": "test2017"}, ...); other names are
         the model's options (encoder_layers, decoder_layers, width, heads, intermediate, dropout).
     """
-    arrays = None if isinstance(dataset, (str, pathlib.Path)) else dataset
-    config = TranslatorConfig()
-    config.data.source = "arrays" if arrays is not None else str(dataset)
-    config.data.source_language, config.data.target_language = source, target
-    if arrays is None and str(dataset).rstrip("/").endswith("multi30k/task1_raw"):
-        config.data.splits = dict(MULTI30K_SPLITS)
-    config.model.name = model
-    config = configure(config, overrides, options_of=models.get("translator", model))
-    recipe = Translator(config, data_root=data_root, arrays=arrays)
-    if arrays is not None:
-        recipe.data   # check the arrays now, not at fit time
-    return recipe
+    defaults = {"source_language": source, "target_language": target}
+    if isinstance(dataset, (str, pathlib.Path)) and str(dataset).rstrip("/").endswith("multi30k/task1_raw"):
+        defaults["splits"] = dict(MULTI30K_SPLITS)
+    return new_recipe(Translator, dataset, model, "translator", overrides, data_root, **defaults)
