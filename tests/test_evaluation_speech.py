@@ -26,7 +26,7 @@ def test_examples_show_errors_first_and_print():
     assert [e["reference"] for e in report.examples] == ["three one four", "two six", "five"]
     assert [e["word_errors"] for e in report.examples] == [1, 1, 1]
     text = str(report)
-    assert "examples (reference / hypothesis, word errors)" in text and "three one for" in text
+    assert "\nexamples\n  reference       hypothesis     word_errors\n  three one four  three one for" in text
     assert "| three one four | three one for | 1 |" in report.to_markdown()
 
 
@@ -42,8 +42,8 @@ def test_json_round_trip():
 
 
 @pytest.mark.parametrize("references, hypotheses, message", [
-    (["a"], ["a", "b"], "1 references but 2 hypotheses"),
-    ([], [], "got 0 transcripts"),
+    (["a"], ["a", "b"], "got 1 references and 2 hypotheses"),
+    ([], [], "at least one; got 0 references and 0 hypotheses"),
     (["a", ""], ["a", "b"], r"references\[1\] is empty"),
     (["a", "b"], ["a", None], r"hypotheses\[1\] is NoneType"),
 ])

@@ -20,6 +20,8 @@ import pathlib
 
 import numpy as np
 
+from kdl.errors import DataError
+
 _REPORT_CLASSES = {}  # task name -> Report subclass, filled by `class X(Report, task=...)`
 
 
@@ -108,6 +110,25 @@ class Report:
         if not text.lstrip().startswith("{"):
             text = pathlib.Path(path_or_str).read_text()
         return cls.from_dict(json.loads(text))
+
+
+def check_paired_texts(scorer, first_name, first, second_name, second):
+    """Raise DataError unless `first` and `second` are equally long, non-empty lists of strings
+    (a scorer's hypotheses and references); returns them as lists.
+
+    >>> check_paired_texts("translation()", "hypotheses", ["a"], "references", [3])
+    Traceback (most recent call last):
+    kdl.errors.DataError: translation(): references[0] is int; expected a string
+    """
+    first, second = list(first), list(second)
+    if len(first) != len(second) or not first:
+        raise DataError(f"{scorer} needs one of {first_name} per one of {second_name}, and at least one; "
+                        f"got {len(first)} {first_name} and {len(second)} {second_name}")
+    for name, texts in ((first_name, first), (second_name, second)):
+        bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+        if bad is not None:
+            raise DataError(f"{scorer}: {name}[{bad}] is {type(texts[bad]).__name__}; expected a string")
+    return first, second
 
 
 def _json_safe(value):

@@ -15,8 +15,8 @@ speech_recognition report (2 examples)
   deletions          0.0000
   insertions         0.0000
 <BLANKLINE>
-examples (reference / hypothesis, word errors)
-  reference       hypothesis     word errors
+examples
+  reference       hypothesis     word_errors
   three one four  three one for            1
   nine            nine                     0
 """
@@ -26,25 +26,21 @@ import dataclasses
 import jiwer
 
 from kdl.errors import DataError
-from kdl.evaluation.report import Report
+from kdl.evaluation.report import Report, check_paired_texts
 
 EXAMPLES_SHOWN = 8
 
 
 @dataclasses.dataclass(eq=False)
 class SpeechReport(Report, task="speech_recognition"):
-    """A `Report` of WER, CER and sentence accuracy, plus `examples`: a few
-    {"reference", "hypothesis", "word_errors"} rows, printed as a table."""
+    """A `Report` of WER, CER and sentence accuracy, and an "examples" table of a few
+    {"reference", "hypothesis", "word_errors"} rows."""
 
     task: str = "speech_recognition"
-    examples: list = dataclasses.field(default_factory=list)
 
-    def _sections(self):
-        yield from super()._sections()
-        if self.examples:
-            rows = [[e["reference"], e["hypothesis"], e["word_errors"]] for e in self.examples]
-            yield ("examples (reference / hypothesis, word errors)",
-                   ["reference", "hypothesis", "word errors"], rows)
+    @property
+    def examples(self):
+        return self.tables.get("examples", [])
 
 
 def speech_recognition(references, hypotheses, shown=EXAMPLES_SHOWN):
@@ -54,15 +50,8 @@ def speech_recognition(references, hypotheses, shown=EXAMPLES_SHOWN):
     sentence_accuracy (exact matches), and the word-level substitution, deletion and insertion
     counts. `shown` examples are kept: the first ones with errors, then correct ones.
     """
-    references, hypotheses = list(references), list(hypotheses)
-    if len(references) != len(hypotheses):
-        raise DataError(f"length mismatch: {len(references)} references but {len(hypotheses)} hypotheses")
-    if not references:
-        raise DataError("empty input: got 0 transcripts, expected at least 1")
-    for name, texts in (("references", references), ("hypotheses", hypotheses)):
-        bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
-        if bad is not None:
-            raise DataError(f"{name}[{bad}] is {type(texts[bad]).__name__}, expected a string")
+    references, hypotheses = check_paired_texts("speech_recognition()", "references", references,
+                                                "hypotheses", hypotheses)
     empty = next((i for i, text in enumerate(references) if not text.strip()), None)
     if empty is not None:
         raise DataError(f"references[{empty}] is empty; every reference needs at least one word")
@@ -82,4 +71,4 @@ def speech_recognition(references, hypotheses, shown=EXAMPLES_SHOWN):
     order = sorted(range(len(references)), key=lambda i: (errors[i] == 0, i))[:shown]
     examples = [{"reference": references[i], "hypothesis": hypotheses[i], "word_errors": errors[i]}
                 for i in sorted(order)]
-    return SpeechReport(metrics=metrics, meta={"num_examples": len(references)}, examples=examples)
+    return SpeechReport(metrics=metrics, tables={"examples": examples}, meta={"num_examples": len(references)})

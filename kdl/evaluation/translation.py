@@ -16,7 +16,7 @@ handful of example translations.
 import dataclasses
 
 from kdl.errors import DataError
-from kdl.evaluation.report import Report
+from kdl.evaluation.report import Report, check_paired_texts
 
 NUM_EXAMPLES = 5
 
@@ -39,15 +39,8 @@ def translation(hypotheses, references, *, sources=None, examples=NUM_EXAMPLES):
     """
     import sacrebleu
 
-    hypotheses, references = list(hypotheses), list(references)
-    if len(hypotheses) != len(references) or not references:
-        raise DataError(f"translation() needs one hypothesis per reference and at least one; got "
-                        f"{len(hypotheses)} hypotheses and {len(references)} references")
-    bad = next((i for i, text in enumerate(hypotheses + references) if not isinstance(text, str)), None)
-    if bad is not None:
-        which = "hypotheses" if bad < len(hypotheses) else "references"
-        index = bad % len(hypotheses) if bad >= len(hypotheses) else bad
-        raise DataError(f"{which}[{index}] is {type((hypotheses + references)[bad]).__name__}; expected str")
+    hypotheses, references = check_paired_texts("translation()", "hypotheses", hypotheses,
+                                                "references", references)
     if sources is not None and len(sources) != len(references):
         raise DataError(f"got {len(sources)} sources for {len(references)} references")
     bleu_metric, chrf_metric = sacrebleu.BLEU(), sacrebleu.CHRF()
