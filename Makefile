@@ -1,12 +1,12 @@
 # make demo  - set up .venv if missing, train the image classifier on the embedded digits data
-# make test  - set up .venv if missing, run the whole test suite on jax, tensorflow and torch
+# make test  - set up .venv if missing, lint (make lint: ruff), run the whole test suite on jax, tensorflow and torch
 PYTHON ?= python3
 VENV ?= .venv
 BACKENDS ?= jax tensorflow torch
 PYTEST_ARGS ?=
 export KDL_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/kdl train recipes/image_classification/digits_cnn.toml --out runs/digits_cnn
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check kdl tests benchmarks
+
+test: lint
 	@set -e; for backend in $(BACKENDS); do \
 		echo "=== tests on $$backend ==="; \
 		KERAS_BACKEND=$$backend $(VENV)/bin/python -m pytest $(PYTEST_ARGS); \

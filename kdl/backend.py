@@ -1,8 +1,10 @@
 """The active Keras backend, its devices, seeding and numeric settings.
 
-This is the one module that talks to JAX, TensorFlow or PyTorch directly. The backend is
-chosen once per process, before Keras is imported (`KERAS_BACKEND`, or `select()`, which
-the CLI's `--backend` calls); kdl then uses whatever Keras was imported with.
+The active-backend queries every part of kdl uses; with kdl.distribute (multi-device plans)
+the only place that talks to JAX, TensorFlow or PyTorch directly, besides the native training
+loops that `kdl compare --baseline` times (kdl.compare.baselines). The backend is chosen
+once per process, before Keras is imported (`KERAS_BACKEND`, or `select()`, which the CLI's
+`--backend` calls); kdl then uses whatever Keras was imported with.
 
 >>> from kdl import backend
 >>> backend.name() in backend.BACKENDS
@@ -141,86 +143,6 @@ def peak_device_memory():
     import torch
 
     return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
-
-
-def native_loop_compiles_on_request():
-    """True where the framework's own loop runs eagerly unless asked to compile (PyTorch:
-    torch.compile); JAX's and TensorFlow's native loops are always compiled."""
-    return name() == "torch"
-
-
-def native_train_step(model, learning_rate, compiled=True):
-    """A training step for `model` written the way each framework's own docs write one, for
-    overhead baselines: `step(x, y)` takes NumPy batches, updates the weights with Adam on
-    sparse cross-entropy (the model outputs probabilities) and returns the loss as a float,
-    which waits for the device.
-
-    JAX: `model.stateless_call` + optax under `jax.jit`; TensorFlow: GradientTape under
-    `tf.function`; PyTorch: eager autograd + torch.optim, or `torch.compile` when `compiled`.
-    """
-    import keras
-
-    def loss_of(y, probabilities):
-        return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, probabilities))
-
-    backend = name()
-    if backend == "jax":
-        return _jax_step(model, learning_rate, loss_of)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        optimizer = keras.optimizers.Adam(learning_rate)
-
-        @tf.function
-        def train(x, y):
-            with tf.GradientTape() as tape:
-                loss = loss_of(y, model(x, training=True))
-            optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-            return loss
-
-        return lambda x, y: float(train(x, y))
-    import torch
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    forward = torch.compile(model) if compiled else model
-
-    def train(x, y):
-        optimizer.zero_grad()
-        loss = loss_of(torch.tensor(y), forward(torch.tensor(x), training=True))
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    return train
-
-
-def _jax_step(model, learning_rate, loss_of):
-    import jax
-    import optax
-
-    adam = optax.adam(learning_rate)
-    state = ([v.value for v in model.trainable_variables],
-             [v.value for v in model.non_trainable_variables])
-    state = (*state, adam.init(state[0]))
-
-    def loss_and_updates(trainable, non_trainable, x, y):
-        probabilities, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-        return loss_of(y, probabilities), non_trainable
-
-    @jax.jit
-    def train(state, x, y):
-        trainable, non_trainable, adam_state = state
-        (loss, non_trainable), grads = jax.value_and_grad(loss_and_updates, has_aux=True)(
-            trainable, non_trainable, x, y)
-        updates, adam_state = adam.update(grads, adam_state, trainable)
-        return loss, (optax.apply_updates(trainable, updates), non_trainable, adam_state)
-
-    def step(x, y):
-        nonlocal state
-        loss, state = train(state, x, y)
-        return float(loss)
-
-    return step
 
 
 def versions():

@@ -4,10 +4,10 @@
     kdl train recipes/image_classification/digits_cnn.toml --backend jax --out runs/digits
     kdl evaluate runs/digits
     kdl predict runs/digits some_digit.png
-    kdl predict runs/sst2 --text "a gripping film" reviews.txt
-    kdl translate runs/multi30k_jax "A man is riding a bike." --beam-size 4
+    kdl predict runs/sst2 "a gripping film" reviews.txt
+    kdl predict runs/multi30k_jax "A man is riding a bike." --beam-size 4     (or kdl translate)
     kdl predict runs/fsdd_digits_classifier 7_theo_0.wav
-    kdl transcribe runs/fsdd_digit_strings_ctc utterance.wav --decoder beam_search
+    kdl predict runs/fsdd_digit_strings_ctc utterance.wav --decoder beam_search   (or kdl transcribe)
     kdl export runs/digits --format onnx --out exports/digits
     kdl compare recipes/image_classification/digits_cnn.toml --backends jax,tensorflow,torch --epochs 2
 
@@ -87,50 +87,28 @@ def _evaluate(args):
     print(report.to_json() if args.json else report)
 
 
-def _predict(args):
+def _predict(args, task=None):
+    """`kdl predict` for every task (and `kdl translate` / `kdl transcribe`, which also check
+    the run's task): one line (or JSON object) per input, named by its file or position."""
     from kdl import recipes
 
     recipe = recipes.load(args.run, unsafe=args.unsafe)
-    if not hasattr(recipe, "predict") and hasattr(recipe, "transcribe"):   # a speech recognizer run
-        return _print_transcripts(recipe, args.inputs, None, args.json)
+    if task is not None and recipe.task != task:
+        raise KdlError(f"{args.run} holds a {recipe.task!r} run; `kdl {args.command}` needs a {task} run "
+                       f"(`kdl predict` works for every task)")
+    options = {name: getattr(args, name) for name in ("beam_size", "decoder")
+               if getattr(args, name, None) is not None}
     rows = []
     for item in args.inputs:
-        predictions = recipe.predict(_inputs_of(item, args.text))
-        for index, top in enumerate(predictions.top(args.top_k)):
-            name = item if len(predictions) == 1 else f"{item}[{index}]"
-            rows.append({"input": name, "top": [{"label": l, "probability": p} for l, p in top]})
+        result = recipe.predict(_inputs_of(item, args.text), **options)
+        for index, (row, line) in enumerate(zip(result.rows(args.top_k), result.lines(args.top_k))):
+            name = item if len(result) == 1 else f"{item}[{index}]"
+            rows.append(({"input": name, **row}, line))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([row for row, _ in rows], indent=2, ensure_ascii=False))
         return
-    for row in rows:
-        best = ", ".join(f"{t['label']} ({t['probability']:.3f})" for t in row["top"])
-        print(f"{row['input']}\t{best}")
-
-
-def _transcribe(args):
-    from kdl import recipes
-
-    recipe = recipes.load(args.run, unsafe=args.unsafe)
-    if not hasattr(recipe, "transcribe"):
-        raise KdlError(f"{args.run} holds a {recipe.task!r} run; `kdl transcribe` needs a speech_recognizer run")
-    _print_transcripts(recipe, args.inputs, args.decoder, args.json)
-
-
-def _print_transcripts(recipe, inputs, decoder, as_json):
-    for item, text in zip(inputs, recipe.transcribe(list(inputs), decoder=decoder)):
-        print(json.dumps({"input": item, "transcript": text}) if as_json else f"{item}\t{text}")
-
-
-def _translate(args):
-    from kdl import recipes
-
-    recipe = recipes.load(args.run, unsafe=args.unsafe)
-    if not hasattr(recipe, "translate"):
-        raise KdlError(f"{args.run} holds a {recipe.task!r} run; `kdl translate` needs a translator run")
-    texts = [line for item in args.inputs for line in _inputs_of(item, not item.endswith(".txt"))]
-    for text, translation in zip(texts, recipe.translate(texts, beam_size=args.beam_size)):
-        print(json.dumps({"source": text, "translation": translation}, ensure_ascii=False)
-              if args.json else translation)
+    for row, line in rows:
+        print(f"{row['input']}\t{line}")
 
 
 def _compare(args):
@@ -163,7 +141,7 @@ def _inputs_of(item, literal_text):
     a .npy array, or a file path."""
     import numpy as np
 
-    from kdl.data.text import read_lines
+    from kdl.data import read_lines
 
     if literal_text:
         return [item]
@@ -217,16 +195,18 @@ def _parser():
     _unsafe_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
-    predict = commands.add_parser("predict", parents=[common], help="predict with a saved run")
-    predict.add_argument("run", help="a run directory written by `kdl train`")
-    predict.add_argument("inputs", nargs="+", help="input files: images or .npy arrays of images; for a "
-                                                    "text run, .txt files (one example a line); for an "
-                                                    "audio run, .wav files or .npy waveforms; for a speech "
-                                                    "run, .wav files (as kdl transcribe)")
-    predict.add_argument("--text", action="store_true", help="the inputs are literal strings to classify")
-    predict.add_argument("--top-k", type=int, default=1, help="classes to show per input (default 1)")
-    predict.add_argument("--json", action="store_true", help="print JSON")
-    _unsafe_option(predict)
+    predict = commands.add_parser("predict", parents=[common], help="predict with a saved run of any task",
+                                  description="Run a saved model on inputs: class names (classifiers), "
+                                              "translations (translator) or transcripts (speech_recognizer).")
+    _predict_options(predict, "inputs: image files or .npy arrays of images; for text runs (classifier, "
+                              "translator), strings or .txt files (one example a line); for audio runs, "
+                              ".wav files or .npy waveforms")
+    predict.add_argument("--top-k", type=int, default=1,
+                         help="classifiers: classes to show per input (default 1)")
+    predict.add_argument("--beam-size", type=int, default=None,
+                         help="translator: beams to keep (1 is greedy; default: the run's decode.beam_size)")
+    predict.add_argument("--decoder", choices=["greedy", "beam_search"], default=None,
+                         help="speech_recognizer: CTC decoding (default: the run's model.decoder)")
     predict.set_defaults(handler=_predict)
 
     export = commands.add_parser(
@@ -241,24 +221,19 @@ def _parser():
     _unsafe_option(export)
     export.set_defaults(handler=_export)
 
-    translate = commands.add_parser("translate", parents=[common], help="translate with a saved translator run")
-    translate.add_argument("run", help="a translator run directory written by `kdl train`")
-    translate.add_argument("inputs", nargs="+", help="sentences to translate, or .txt files (one a line)")
+    translate = commands.add_parser("translate", parents=[common],
+                                    help="kdl predict for a translator run: translate sentences")
+    _predict_options(translate, "sentences to translate, or .txt files (one a line)")
     translate.add_argument("--beam-size", type=int, default=None,
                            help="beams to keep (1 is greedy; default: the run's decode.beam_size)")
-    translate.add_argument("--json", action="store_true", help="print one JSON object per sentence")
-    _unsafe_option(translate)
-    translate.set_defaults(handler=_translate)
+    translate.set_defaults(handler=lambda args: _predict(args, "translator"), top_k=1)
 
     transcribe = commands.add_parser("transcribe", parents=[common],
-                                     help="transcribe WAV files with a saved speech_recognizer run")
-    transcribe.add_argument("run", help="a speech_recognizer run directory written by `kdl train`")
-    transcribe.add_argument("inputs", nargs="+", help="WAV files (resampled and mixed down to the run's format)")
+                                     help="kdl predict for a speech_recognizer run: transcribe WAV files")
+    _predict_options(transcribe, "WAV files (resampled and mixed down to the run's format)")
     transcribe.add_argument("--decoder", choices=["greedy", "beam_search"], default=None,
                             help="CTC decoding (default: the run's model.decoder)")
-    transcribe.add_argument("--json", action="store_true", help="print one JSON object per file")
-    _unsafe_option(transcribe)
-    transcribe.set_defaults(handler=_transcribe)
+    transcribe.set_defaults(handler=lambda args: _predict(args, "speech_recognizer"), top_k=1)
 
     compare = commands.add_parser(
         "compare", help="train one recipe on several backends side by side",
@@ -285,6 +260,15 @@ def _parser():
     _data_root_option(compare)
     compare.set_defaults(handler=_compare)
     return parser
+
+
+def _predict_options(command, inputs_help):
+    command.add_argument("run", help="a run directory written by `kdl train`")
+    command.add_argument("inputs", nargs="+", help=inputs_help)
+    command.add_argument("--text", action="store_true",
+                         help="the inputs are literal strings (even one ending in .txt or .npy)")
+    command.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
+    _unsafe_option(command)
 
 
 def _unsafe_option(command):

@@ -2,6 +2,9 @@
 
 A recipe is data. The TOML files in `recipes/`, `kdl.recipes.X(**overrides)` and
 `kdl train FILE --set train.epochs=3` all end in one config object of the recipe's class.
+Every task's config has the same sections: `data` (a `DataConfig` the task extends), `model`
+(a `ModelConfig`), `train` (`TrainConfig`); a field's bounds are kept with it (`setting`) and
+checked in one place (`check_ranges`).
 
 >>> from dataclasses import dataclass, field
 >>> @dataclass
@@ -26,6 +29,85 @@ import typing
 import tomli_w
 
 from kdl.errors import ConfigError
+
+
+def setting(default=None, *, at_least=None, above=None, below=None, pipeline=False, factory=None):
+    """A config field with its bounds: `at_least <= value`, `above < value`, `value < below`
+    (None and unset bounds are not checked). `pipeline=True` marks a batching/encoding setting that
+    the task's data loader does not take (batch size, tokenizer sizes)."""
+    metadata = {"at_least": at_least, "above": above, "below": below, "pipeline": pipeline}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """What every task's `[data]` section has; tasks extend it with their own fields."""
+
+    source: str = ""                # a name, path or "tfds:NAME"; "arrays" for in-memory data
+    batch_size: int = setting(32, at_least=1, pipeline=True)
+    validation_split: float = setting(0.1, at_least=0, below=1)   # of train, to watch overfitting
+    limit: typing.Optional[int] = setting(None, at_least=1)       # at most this many examples per split
+
+
+@dataclasses.dataclass
+class ClassificationDataConfig(DataConfig):
+    class_names: typing.Optional[list[str]] = None  # None: the dataset's own names (resolved on load)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """What every task's `[model]` section has: the registered model name and its options."""
+
+    name: str = ""
+    options: dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # builder keywords
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How to train: the same `[train]` section in every recipe."""
+
+    epochs: int = setting(10, at_least=0)
+    optimizer: str = "adam"         # a keras.optimizers name: adam, adamw, sgd, rmsprop, ...
+    learning_rate: float = setting(1e-3, at_least=0)   # 0 keeps the weights (a check)
+    schedule: str = "constant"      # "constant", "cosine" (decays to 0 over all epochs) or "warmup_cosine"
+    warmup_steps: int = setting(0, at_least=0)   # "warmup_cosine": linear warm-up steps, then cosine
+    early_stopping: int = setting(0, at_least=0)  # patience in epochs on validation loss; 0: off
+    steps_per_execution: int = setting(1, at_least=1)  # batches per compiled call (not on torch)
+    distribute: str = "single"      # single, auto, data_parallel, model_parallel[:M], tpu (kdl.distribute)
+    precision: str = "fp32"         # fp32, bf16 or fp16 (mixed precision; weights stay float32)
+
+
+def check_ranges(config, _prefix=""):
+    """Raise ConfigError for a field outside the bounds its `setting` declares.
+
+    >>> check_ranges(TrainConfig(epochs=-1))
+    Traceback (most recent call last):
+    ...
+    kdl.errors.ConfigError: epochs must be at least 0; got -1
+    """
+    for field in dataclasses.fields(config):
+        value, name = getattr(config, field.name), _prefix + field.name
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, name + ".")
+            continue
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        bounds = field.metadata
+        if bounds.get("at_least") is not None and not value >= bounds["at_least"]:
+            raise ConfigError(f"{name} must be at least {bounds['at_least']}; got {value!r}")
+        if bounds.get("above") is not None and not value > bounds["above"]:
+            raise ConfigError(f"{name} must be more than {bounds['above']}; got {value!r}")
+        if bounds.get("below") is not None and not value < bounds["below"]:
+            raise ConfigError(f"{name} must be less than {bounds['below']}; got {value!r}")
+
+
+def loader_options(data):
+    """The fields of a `[data]` section that the task's data loader takes: all but `source`
+    and the `pipeline` settings."""
+    return {field.name: getattr(data, field.name) for field in dataclasses.fields(data)
+            if field.name != "source" and not field.metadata.get("pipeline")}
 
 
 def to_dict(config):
@@ -136,3 +218,50 @@ def _suggest(key, known):
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"{hint} Known: {', '.join(sorted(known))}"
+
+
+def configure(config, keywords, check_model_option=None):
+    """A copy of `config` with keyword overrides (`kdl.recipes.X(epochs=3, ...)`) applied by name.
+
+    A name is a top-level field (`seed`), a whole section given as a dict (`decode={"beam_size": 2}`),
+    or a field of exactly one section (`epochs` -> train.epochs); a field that two sections have
+    is an error naming both. Any other name is a model option (`model.options`) when
+    `check_model_option({name: value})` accepts it (it raises ConfigError otherwise).
+
+    >>> @dataclasses.dataclass
+    ... class Config:
+    ...     seed: int = 0
+    ...     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    >>> configure(Config(), {"epochs": 3, "seed": 1}).train.epochs
+    3
+    """
+    sections = [f.name for f in dataclasses.fields(config)
+                if dataclasses.is_dataclass(getattr(config, f.name))]
+    for key, value in keywords.items():
+        if key in sections and isinstance(value, dict):
+            for field, item in value.items():
+                config = replace(config, [key, field], item, where="option")
+            continue
+        owners = [section for section in sections if hasattr(getattr(config, section), key)]
+        if hasattr(config, key) and key not in sections:
+            path = [key]
+        elif len(owners) > 1:
+            both = " and ".join(f"{section}.{key}" for section in owners)
+            raise ConfigError(f"option {key!r} is ambiguous: {both} both have it; pass the section as "
+                              f"a dict instead, e.g. {owners[-1]}={{{key!r}: {value!r}}}")
+        elif owners:
+            path = [owners[0], key]
+        elif check_model_option is not None:
+            check_model_option({key: value})
+            path = ["model", "options", key]
+        else:
+            raise ConfigError(f"unknown option {key!r}; known: " + ", ".join(_field_names(config, sections)))
+        config = replace(config, path, value, where="option")
+    return config
+
+
+def _field_names(config, sections):
+    names = [f.name for f in dataclasses.fields(config) if f.name not in sections]
+    for section in sections:
+        names += [f.name for f in dataclasses.fields(getattr(config, section))]
+    return sorted(set(names))

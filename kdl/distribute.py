@@ -149,7 +149,8 @@ class Plan:
         return pathlib.Path(out) / f"worker-{self.process_index}"
 
     def __repr__(self):
-        return f"<Plan {self.mode} replicas={self.replicas} process={self.process_index}/{self.process_count}>"
+        return (f"<Plan {self.mode} replicas={self.replicas} "
+                f"process={self.process_index}/{self.process_count}>")
 
 
 def plan(distribute="single"):

@@ -72,10 +72,6 @@ def export(model, folder, format, *, sample, description, write_assets):
     from kdl import runs
 
     check_format(format)
-    if len(model.inputs) != 1:
-        raise ConfigError(f"export writes models with one input; this model takes {len(model.inputs)} "
-                          f"({', '.join(t.name for t in model.inputs)}); save the run with "
-                          "recipe.save() and load it with kdl instead")
     folder = pathlib.Path(folder)
     if folder.is_dir() and any(folder.iterdir()) and not (folder / SIGNATURE_FILE).is_file():
         raise ConfigError(f"{str(folder)!r} is not empty and holds no kdl export "
@@ -133,7 +129,7 @@ def _check(target, format, sample, expected):
             session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
             inputs = [_entry(i.name, i.type, i.shape) for i in session.get_inputs()]
             outputs = [_entry(o.name, o.type, o.shape) for o in session.get_outputs()]
-            got = session.run(None, {session.get_inputs()[0].name: sample})[0]
+            got = session.run(None, _feeds([i.name for i in session.get_inputs()], sample))[0]
         else:
             import tensorflow as tf
 
@@ -142,7 +138,8 @@ def _check(target, format, sample, expected):
             inputs = [_entry(name, spec.dtype.name, spec.shape.as_list()) for name, spec in specs.items()]
             outputs = [_entry(name, spec.dtype.name, spec.shape.as_list())
                        for name, spec in serve.structured_outputs.items()]
-            got = next(iter(serve(**{next(iter(specs)): tf.constant(sample)}).values())).numpy()
+            feeds = _feeds(list(specs), sample)
+            got = next(iter(serve(**{name: tf.constant(x) for name, x in feeds.items()}).values())).numpy()
     except Exception as error:  # the artifact does not load or run: the converter got it wrong
         raise BackendError(f"the {format!r} file written on the {backend.name()} backend does not "
                            f"run: {type(error).__name__}: {str(error)[:300]}; "
@@ -155,6 +152,15 @@ def _check(target, format, sample, expected):
     return inputs, outputs
 
 
+def _feeds(names, sample):
+    """`sample` as {input name: array} for an artifact whose inputs are `names`: by name when the
+    sample is a dict keyed by them, else in order (a one-input sample is an array)."""
+    arrays = sample if isinstance(sample, dict) else {"": sample}
+    if set(names) <= set(arrays):
+        return {name: arrays[name] for name in names}
+    return dict(zip(names, arrays.values()))
+
+
 def _entry(name, dtype, shape):
     dtype = str(dtype).removeprefix("tensor(").removesuffix(")")     # ONNX says tensor(float)
     dtype = {"float": "float32", "double": "float64"}.get(dtype, dtype)
@@ -163,8 +169,9 @@ def _entry(name, dtype, shape):
 
 
 def sample_inputs(model, vocabulary_size=None, value_range=(0, 255), batch=3, seed=0):
-    """A random input batch for `model`'s one input: floats in `value_range` (pixels 0..255 by
-    default), or token ids below `vocabulary_size` (2, padding and out-of-vocabulary, when unknown).
+    """A random input batch for `model`: floats in `value_range` (pixels 0..255 by default), or
+    token ids below `vocabulary_size` (2, padding and out-of-vocabulary, when unknown); a model
+    with several inputs gets a dict by input name, `vocabulary_size` then a dict by name too.
 
     >>> import keras
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -172,8 +179,14 @@ def sample_inputs(model, vocabulary_size=None, value_range=(0, 255), batch=3, se
     (3, 4)
     """
     rng = np.random.default_rng(seed)
-    spec = model.inputs[0]
-    shape = [batch] + [d or 8 for d in spec.shape[1:]]
-    if "int" in str(spec.dtype):
-        return rng.integers(0, vocabulary_size or 2, shape).astype(spec.dtype)
-    return rng.uniform(*value_range, shape).astype(spec.dtype)
+
+    def one(spec, size):
+        shape = [batch] + [d or 8 for d in spec.shape[1:]]
+        if "int" in str(spec.dtype):
+            return rng.integers(0, size or 2, shape).astype(spec.dtype)
+        return rng.uniform(*value_range, shape).astype(spec.dtype)
+
+    if len(model.inputs) == 1:
+        return one(model.inputs[0], vocabulary_size)
+    sizes = vocabulary_size if isinstance(vocabulary_size, dict) else {}
+    return {spec.name: one(spec, sizes.get(spec.name)) for spec in model.inputs}

@@ -114,6 +114,8 @@ def load_model(path, unsafe=False):
     """
     import keras
 
+    import kdl.models  # noqa: F401  (registers kdl's Keras classes, e.g. AudioFeatures, for the file)
+
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f"no model file {str(path)!r}")

@@ -1,15 +1,15 @@
 """The audio classification recipe on the active backend: a small set learned exactly, predict on
-waveforms and WAV files (stereo, 44.1 kHz, too long), save, load here and on the other backends."""
+waveforms and WAV files (stereo, 44.1 kHz, too long), save, load. What every task shares
+(cross-backend reload included) is tests/test_contract.py."""
 
 import numpy as np
 import pytest
+from harness import tones
+from test_data_audio import tone, write_wav
 
 import kdl
-from kdl import backend
-from kdl.data.audio import fit_length
 from kdl.errors import ConfigError, DataError
 from kdl.evaluation import ClassificationReport
-from test_data_audio import tone, write_wav
 
 RATE = 4000
 FREQUENCIES = {"low": 250, "mid": 700, "high": 1500}
@@ -17,16 +17,7 @@ FREQUENCIES = {"low": 250, "mid": 700, "high": 1500}
 
 def clips(count, seed=0):
     """`count` tones per class, random phase, length 0.15-0.3 s, some noise: (waveforms, labels)."""
-    rng = np.random.default_rng(seed)
-    waves, labels = [], []
-    for label, frequency in enumerate(FREQUENCIES.values()):
-        for _ in range(count):
-            seconds = rng.uniform(0.15, 0.3)
-            t = np.arange(int(seconds * RATE)) / RATE
-            wave = 0.5 * np.sin(2 * np.pi * frequency * t + rng.uniform(0, 6.3)) + 0.02 * rng.normal(size=len(t))
-            waves.append(wave.astype("float32"))
-            labels.append(label)
-    return waves, np.array(labels)
+    return tones(count, RATE, tuple(FREQUENCIES.values()), seed)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +44,8 @@ def test_small_set_is_learned_exactly(tones_run):
 def test_predict_on_wav_files_stereo_44100_and_too_long(tones_run, tmp_path):
     recipe, _, _, _ = tones_run
     mono = write_wav(tmp_path / "mono.wav", tone(700, 0.2, rate=RATE), rate=RATE)
-    stereo = write_wav(tmp_path / "stereo.wav", np.stack([tone(1500, 0.2, 44100)] * 2, 1), rate=44100, channels=2)
+    stereo = write_wav(tmp_path / "stereo.wav", np.stack([tone(1500, 0.2, 44100)] * 2, 1), rate=44100,
+                       channels=2)
     long = write_wav(tmp_path / "long.wav", tone(250, 2.0, rate=RATE), rate=RATE)   # centre-cropped
     predictions = recipe.predict([mono, stereo, long, tone(250, 0.2, rate=RATE)])
     assert predictions.labels == ["mid", "high", "low", "low"]
@@ -72,19 +64,6 @@ def test_bad_predict_inputs_are_clear_errors(tones_run, tmp_path):
         recipe.predict([write_wav(tmp_path / "empty.wav", np.zeros(0))])
     with pytest.raises(DataError, match=r"input 0 has shape \(2, 2\)"):
         recipe.predict([np.zeros((2, 2))])
-
-
-def test_saved_run_predicts_the_same_on_every_backend(tones_run, predict_on_backends):
-    recipe, _, run_dir, (waves, _) = tones_run
-    batch = np.stack([fit_length(w, 1000) for w in waves[::3]])
-    here = recipe.predict(batch).probabilities
-    loaded = kdl.recipes.load(run_dir)
-    assert (run_dir / "confusion_matrix.png").is_file()
-    np.testing.assert_allclose(loaded.predict(batch).probabilities, here, atol=1e-6)
-    others = [name for name in backend.BACKENDS if name != backend.name()]
-    for name, probabilities in predict_on_backends(run_dir, batch, others).items():
-        difference = np.max(np.abs(probabilities - here))
-        assert difference <= 1e-4, f"saved on {backend.name()}, loaded on {name}: {difference}"
 
 
 def test_unknown_model_option_and_missing_data(tmp_path):

@@ -160,7 +160,7 @@ CASES = [
     ("steps_per_execution 0", lambda f, r: kdl.recipes.image_classifier(steps_per_execution=0), ConfigError,
      "train.steps_per_execution must be at least 1"),
     ("negative learning rate", lambda f, r: kdl.recipes.image_classifier(learning_rate=-1e-3), ConfigError,
-     "train.learning_rate must be 0 or more"),
+     "train.learning_rate must be at least 0"),
     ("model option of the wrong type", lambda f, r: kdl.recipes.image_classifier(filters="abc",
                                                                                  limit=50).build_model(),
      ConfigError, "cannot build model 'cnn' with options {'filters': 'abc'}"),

@@ -1,5 +1,6 @@
-"""Recipe configs: TOML round trip, overrides, and clear errors for unknown or mistyped fields."""
+"""Recipe configs: TOML round trip, overrides, bounds, and clear errors for unknown or mistyped fields."""
 
+import inspect
 import pathlib
 
 import pytest
@@ -49,7 +50,8 @@ def test_bad_toml_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.toml: train: epochs: expected int, got 'ten'"):
         kdl.recipes.load(path)
     path.write_text('task = "image_classifer"\n')
-    with pytest.raises(ConfigError, match="unknown task 'image_classifer'; did you mean 'image_classifier'.*Known tasks: .*text_classifier"):
+    with pytest.raises(ConfigError, match="unknown task 'image_classifer'; did you mean 'image_classifier'"
+                                          ".*Known tasks: .*text_classifier"):
         kdl.recipes.load(path)
     path.write_text('task = [\n')
     with pytest.raises(ConfigError, match="not a valid TOML recipe"):
@@ -71,3 +73,27 @@ def test_keyword_overrides_route_to_their_section():
     assert config.model.options == {"filters": [8]} and config.model.augment == ["zoom"]
     with pytest.raises(ConfigError, match="model 'cnn' has no option 'blocks'.*filters="):
         kdl.recipes.image_classifier(blocks=3)
+
+
+def test_a_keyword_two_sections_have_is_an_error_naming_both():
+    pairs = (["a cat", "a dog"] * 4, ["eine Katze", "ein Hund"] * 4)
+    with pytest.raises(ConfigError, match="'batch_size' is ambiguous: data.batch_size and decode.batch_size"):
+        kdl.recipes.translator(pairs, batch_size=8)
+    recipe = kdl.recipes.translator(pairs, data={"batch_size": 8}, decode={"batch_size": 4, "beam_size": 2})
+    assert (recipe.config.data.batch_size, recipe.config.decode.batch_size) == (8, 4)
+    assert recipe.config.decode.beam_size == 2
+
+
+@pytest.mark.parametrize("task", sorted(kdl.recipes.RECIPES))
+def test_every_task_config_has_the_same_sections_and_checks_its_bounds(task):
+    cls = kdl.recipes.RECIPES[task]
+    config = cls.Config()
+    assert isinstance(config.data, configs.DataConfig) and isinstance(config.model, configs.ModelConfig)
+    assert isinstance(config.train, configs.TrainConfig) and config.task == task
+    loader_takes = inspect.signature(cls.loader).parameters
+    assert set(configs.loader_options(config.data)) <= set(loader_takes)   # every data field has a taker
+    config.data.batch_size = 0
+    with pytest.raises(ConfigError, match="data.batch_size must be at least 1; got 0"):
+        cls(config)
+    with pytest.raises(ConfigError, match="data.validation_split must be less than 1; got 1.5"):
+        cls(configs.replace(cls.Config(), ["data", "validation_split"], 1.5))

@@ -1,20 +1,13 @@
-"""kdl.data.audio: WAV reading (mixdown, resampling, pad/crop), every source's splits, and a
-DataError naming the file for every bad input."""
+"""kdl.data.audio and kdl.data.io.read_wav: WAV reading (mixdown, resampling, pad/crop), every
+source's splits, and a DataError naming the file for every bad input."""
 
 import wave
 
 import numpy as np
 import pytest
 
-from kdl.data.audio import (
-    DIGIT_WORDS,
-    digit_strings,
-    fit_length,
-    load_audio,
-    load_transcripts,
-    read_wav,
-    waveform_batch,
-)
+from kdl.data import load_audio, load_transcripts, read_wav, waveform_batch
+from kdl.data.audio import DIGIT_WORDS, digit_strings, fit_length
 from kdl.errors import DataError
 
 
@@ -103,7 +96,8 @@ def fsdd_folder(root, digits=3, speakers=("ann", "bob"), indices=range(0, 8)):
     for digit in range(digits):
         for speaker in speakers:
             for index in indices:
-                write_wav(root / f"{digit}_{speaker}_{index}.wav", tone(200 + 150 * digit, 0.2 + 0.01 * index))
+                clip = tone(200 + 150 * digit, 0.2 + 0.01 * index)
+                write_wav(root / f"{digit}_{speaker}_{index}.wav", clip)
     return root
 
 
@@ -138,7 +132,8 @@ def test_label_folders_and_long_clips_are_centre_cropped(tmp_path):
 
 def test_stereo_and_44100_files_in_a_folder_are_converted(tmp_path):
     for i in range(3):
-        write_wav(tmp_path / "a" / f"{i}.wav", np.stack([tone(300, 0.5, 44100)] * 2, 1), rate=44100, channels=2)
+        stereo = np.stack([tone(300, 0.5, 44100)] * 2, 1)
+        write_wav(tmp_path / "a" / f"{i}.wav", stereo, rate=44100, channels=2)
         write_wav(tmp_path / "b" / f"{i}.wav", tone(900, 0.5))
     data = load_audio(tmp_path, max_seconds=0.5, sample_rate=8000)
     assert {w.shape for w, _ in examples(data.splits["train"])} == {(4000,)}

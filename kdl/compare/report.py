@@ -81,9 +81,10 @@ class Comparison:
         row = self.row(label)
         if "error" in row:
             return f"FAILED: {row['error']}"
-        accuracy = row["metrics"].get("accuracy")
-        return (f"step {row['step_seconds_median'] * 1e3:.2f} ms, first step {row['first_step_seconds']:.1f} s, "
-                f"fit {row['fit_seconds']:.1f} s" + (f", accuracy {accuracy:.4f}" if accuracy is not None else ""))
+        metric = next(iter(row["metrics"]), None)     # the headline metric: accuracy, BLEU, WER
+        line = (f"step {row['step_seconds_median'] * 1e3:.2f} ms, "
+                f"first step {row['first_step_seconds']:.1f} s, fit {row['fit_seconds']:.1f} s")
+        return line + (f", {metric} {row['metrics'][metric]:.4f}" if metric else "")
 
     def winners(self):
         """One line per measure: which backend wins, and by what ratio over each other."""
@@ -117,7 +118,8 @@ class Comparison:
         header = ["backend", *(title for _, title, _, _ in MEASURES)]
         header += [metric or "metric", "Δ outputs", "Δ loss"]
         lines = [f"# Backend comparison: {self.recipe}", "",
-                 "Settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items() if v not in (None, [])),
+                 "Settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items()
+                                          if v not in (None, [])),
                  "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in self.rows:
             if "error" in row:

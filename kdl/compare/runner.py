@@ -43,7 +43,7 @@ def compare(recipe, backends=BACKENDS, *, epochs=None, steps=None, batch_size=No
     spec = {"recipe": str(recipe), "overrides": overrides, "data_root": data_root and str(data_root),
             "epochs": epochs, "steps": steps, "agreement_steps": agreement_steps,
             "initial_model": str(out / "init" / "initial.keras"),
-            "fixed_inputs": str(out / "init" / "fixed_inputs.npy"), "tuned": False,
+            "fixed_inputs": str(out / "init" / "fixed_inputs.npz"), "tuned": False,
             "baseline": baseline}
     comparison = Comparison(recipe=str(recipe), settings=_settings(spec), out=out)
     init = None
@@ -103,7 +103,8 @@ def _last_error(log, returncode):
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     exceptions = [line for line in lines if line.split(":")[0].endswith(("Error", "Exception"))]
     if returncode < 0:
-        return f"killed by signal {-returncode} (out of memory?)" + (f": {exceptions[-1]}" if exceptions else "")
+        return (f"killed by signal {-returncode} (out of memory?)"
+                + (f": {exceptions[-1]}" if exceptions else ""))
     return (exceptions or lines or [f"exit status {returncode}"])[-1][:500]
 
 

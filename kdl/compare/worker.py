@@ -4,62 +4,34 @@ The parent (`kdl.compare.runner`) starts one such process per backend with its o
 `KERAS_BACKEND`; an extra first process ("init") builds the model once and saves the
 initial weights and a fixed input batch that every backend then loads. Each run writes
 `result.json` (and `initial_outputs.npy`) into its folder; stdout carries progress lines.
+The worker only uses the recipe's public API (`build_model`, `compile_model(model=...)`,
+`batches`, `fit`, `evaluate`), and works for any input structure: one array, or a dict such
+as a translator's {"source_ids", "target_ids"}. The fixed batch is saved without pickle:
+
+>>> import tempfile
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "inputs.npz"
+>>> save_arrays(path, {"source_ids": np.ones((2, 3), "int32"), "target_ids": np.zeros((2, 4), "int32")})
+>>> {name: array.shape for name, array in load_arrays(path).items()}
+{'source_ids': (2, 3), 'target_ids': (2, 4)}
+>>> flat_outputs([np.zeros((2, 3)), np.ones(2)]).shape     # several outputs: one flat array
+(8,)
 """
 
 import json
 import math
 import pathlib
 import resource
-import statistics
 import sys
 import time
 
 import keras
 import numpy as np
 
-from kdl import backend, recipes
+from kdl import backend, recipes, runs
+from kdl.compare import baselines
+from kdl.compare.timing import StepTimer
 
-WARMUP_STEPS = 3   # steps left out of the steady-state median (tracing, compilation, caches)
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Wall time of every training step (device synchronised) and of every epoch. With
-    steps_per_execution > 1 a call's time is shared equally among its steps."""
-
-    def __init__(self, batches_per_epoch, progress=None):
-        super().__init__()
-        self.batches_per_epoch = batches_per_epoch
-        self.progress = progress
-        self.step_seconds, self.epoch_seconds, self.losses = [], [], []
-        self.first_step_seconds = None
-
-    def on_train_begin(self, logs=None):
-        self.fit_start = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.step_start, self.first_batch = time.perf_counter(), batch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = float(logs["loss"])          # reading the value waits for the device
-        now = time.perf_counter()
-        last = min(batch, self.batches_per_epoch - 1)   # a call may end short at the epoch's end
-        steps = last - self.first_batch + 1             # > 1 with steps_per_execution
-        self.step_seconds += [(now - self.step_start) / steps] * steps
-        self.losses += [loss] * steps
-        if self.first_step_seconds is None:
-            self.first_step_seconds = now - self.fit_start
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch_seconds.append(time.perf_counter() - self.epoch_start)
-        if self.progress:
-            self.progress(f"epoch {epoch + 1} loss {logs['loss']:.4f} "
-                          f"({self.epoch_seconds[-1]:.1f} s)")
-
-    def steady_step_seconds(self):
-        return _median_after_warmup(self.step_seconds)
+STRUCTURE = "structure"    # the key of an .npz file of save_arrays that holds the structure
 
 
 class _PassThrough(keras.layers.Layer):
@@ -94,70 +66,48 @@ def deterministic_copy(model):
 
 
 def losses_after_identical_steps(recipe, steps):
-    """Loss on the first (unshuffled) training batch before and after each of `steps` plain
-    SGD steps on the first `steps` batches, taken by a deterministic copy of the model."""
-    original = recipe.model
-    recipe.model = deterministic_copy(original)
-    try:
-        recipe.compile_model(keras.optimizers.SGD(recipe.config.train.learning_rate), steps_per_execution=1)
-        batches = [(np.array(x), np.array(y))     # own copies: torch.compile rejects tf-owned buffers
-                   for x, y in recipe.batches("train").take(max(steps, 1)).as_numpy_iterator()]
-        probe_x, probe_y = batches[0]
+    """The recipe's own loss on the first (unshuffled) training batch before and after each of
+    `steps` plain SGD steps (`train_on_batch`) on the first `steps` batches, taken by a
+    deterministic copy of the recipe's model; the recipe's model is left as it is."""
+    model = deterministic_copy(recipe.model)
+    recipe.compile_model(keras.optimizers.SGD(recipe.config.train.learning_rate), model=model,
+                         steps_per_execution=1)
+    batches = list(baselines.numpy_batches(recipe, "train", max(steps, 1)))
+    probe_x, probe_y = batches[0]
+    loss_of = baselines.mean_loss(recipe.compile_arguments()["loss"])
 
-        def probe_loss():
-            return float(recipe.model.evaluate(probe_x, probe_y, verbose=0, return_dict=True)["loss"])
+    def probe_loss():
+        return float(loss_of(probe_y, model(probe_x, training=False)))
 
-        losses = [probe_loss()]
-        for x, y in batches[:steps]:
-            recipe.model.train_on_batch(x, y)
-            losses.append(probe_loss())
-        return losses
-    finally:
-        recipe.model = original
+    losses = [probe_loss()]
+    for x, y in batches[:steps]:
+        model.train_on_batch(x, y)
+        losses.append(probe_loss())
+    return losses
 
 
-def plain_fit_seconds(recipe, spec, epochs, steps):
-    """Per-step seconds of a plain `model.fit` of the same model from the same initial weights:
-    the recipe's compile settings and data pipeline, none of its callbacks or validation."""
-    original = recipe.model
-    recipe.model = keras.saving.load_model(spec["initial_model"])
-    try:
-        total = epochs * (steps or len(recipe.batches("train")))
-        recipe.compile_model(recipe.make_optimizer(total), jit_compile="auto", steps_per_execution=1)
-        timer = StepTimer(steps or len(recipe.batches("train")))
-        recipe.model.fit(recipe.batches("train", shuffle=True), epochs=epochs, steps_per_epoch=steps,
-                         callbacks=[timer], shuffle=False, verbose=0)
-        return timer.step_seconds
-    finally:
-        recipe.model = original
+def save_arrays(path, arrays):
+    """Save `arrays` (one array, or a dict / list / tuple of them, nested) as an .npz file
+    that `load_arrays` reads back without pickle: the arrays in keras.tree.flatten order and
+    the structure as JSON (tuples come back as lists)."""
+    leaves = keras.tree.flatten(arrays)
+    structure = keras.tree.pack_sequence_as(arrays, list(range(len(leaves))))
+    np.savez(path, **{STRUCTURE: np.array(json.dumps(structure))},
+             **{f"array_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
 
 
-def native_loop_seconds(recipe, spec, total_steps, compiled):
-    """Per-step seconds of the framework's own training loop (kdl.backend.native_train_step)
-    over the same batches, from the same initial weights."""
-    model = keras.saving.load_model(spec["initial_model"])
-    step = backend.native_train_step(model, recipe.config.train.learning_rate, compiled=compiled)
-    seconds = []
-    while len(seconds) < total_steps:
-        for x, y in recipe.batches("train", shuffle=True).take(total_steps - len(seconds)).as_numpy_iterator():
-            start = time.perf_counter()
-            step(x, y)
-            seconds.append(time.perf_counter() - start)
-    return seconds
+def load_arrays(path):
+    """The arrays `save_arrays` saved, in their structure."""
+    with np.load(path) as saved:
+        return keras.tree.map_structure(lambda i: saved[f"array_{i}"], json.loads(str(saved[STRUCTURE])))
 
 
-def baselines(recipe, spec, epochs, steps, total_steps):
-    """Median step seconds of the baselines the overhead benchmark compares kdl against."""
-    runs = {"plain_fit": lambda: plain_fit_seconds(recipe, spec, epochs, steps),
-            "native": lambda: native_loop_seconds(recipe, spec, total_steps, compiled=False)}
-    if spec["baseline_compiled"] and backend.native_loop_compiles_on_request():
-        runs["native_compiled"] = lambda: native_loop_seconds(recipe, spec, total_steps, compiled=True)
-    return {name: _median_after_warmup(run()) for name, run in runs.items()}
-
-
-def _median_after_warmup(step_seconds):
-    steady = step_seconds[WARMUP_STEPS:] or step_seconds
-    return statistics.median(steady) if steady else None
+def flat_outputs(outputs):
+    """A model's outputs as one array: several outputs (a list, a dict) flattened and joined,
+    so that outputs of any model compare with one max abs difference."""
+    if not keras.tree.is_nested(outputs):
+        return np.asarray(outputs)
+    return np.concatenate([np.ravel(output) for output in keras.tree.flatten(outputs)])
 
 
 def make_recipe(spec):
@@ -168,15 +118,15 @@ def make_recipe(spec):
     return recipes.create(source, spec["overrides"], data_root=spec["data_root"])
 
 
-def init(spec, out):
+def init(spec):
     """Build the model once: save its initial weights and a fixed input batch for all backends."""
     recipe = make_recipe(spec)
     backend.set_seed(recipe.config.seed)
-    recipe.model = recipe.build_model()
-    recipe.model.save(out / "initial.keras")
+    model = recipe.build_model()
+    model.save(spec["initial_model"])
     inputs, _ = next(recipe.batches("test").as_numpy_iterator())
-    np.save(out / "fixed_inputs.npy", inputs)
-    return {"backend": backend.name(), "parameters": int(recipe.model.count_params())}
+    save_arrays(spec["fixed_inputs"], inputs)
+    return {"backend": backend.name(), "parameters": int(model.count_params())}
 
 
 def run(spec, out, progress):
@@ -189,9 +139,10 @@ def run(spec, out, progress):
     data_seconds = time.perf_counter() - start
     start = time.perf_counter()
     backend.use_exact_float32()
-    recipe.model = keras.saving.load_model(spec["initial_model"])
+    recipe.model = runs.load_model(spec["initial_model"])     # fit() trains it from these weights
     load_seconds = time.perf_counter() - start
-    np.save(out / "initial_outputs.npy", recipe.model.predict(np.load(spec["fixed_inputs"]), verbose=0))
+    outputs = recipe.model.predict(load_arrays(spec["fixed_inputs"]), verbose=0)
+    np.save(out / "initial_outputs.npy", flat_outputs(outputs))
     progress("initial outputs saved; identical-steps check")
     agreement_losses = losses_after_identical_steps(recipe, spec["agreement_steps"])
     epochs, steps = spec["epochs"], spec["steps"]
@@ -211,7 +162,8 @@ def run(spec, out, progress):
     baseline = {}
     if spec["baseline"]:
         progress("baselines: plain model.fit, native training loop")
-        baseline = baselines(recipe, spec, epochs, steps, len(timer.step_seconds))
+        baseline = baselines.baselines(recipe, spec["initial_model"], epochs, steps, len(timer.step_seconds),
+                                       compiled=spec["baseline_compiled"])
     return {
         "backend": backend.name(),
         "devices": backend.devices(),
@@ -242,7 +194,7 @@ def main(spec_path):
     def progress(message):
         print(message, flush=True)
 
-    result = init(spec, out) if spec["mode"] == "init" else run(spec, out, progress)
+    result = init(spec) if spec["mode"] == "init" else run(spec, out, progress)
     (out / "result.json").write_text(json.dumps(result, indent=2))
 
 

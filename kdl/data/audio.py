@@ -1,5 +1,5 @@
 """Speech data from one call: `load_audio(source)` (spoken commands, one label per clip) and
-`load_transcripts(source)` (speech with its text) -> `AudioDataset`.
+`load_transcripts(source)` (speech with its text) -> `Dataset`.
 
 Every source gives the same thing: `info` (sample rate, clip length, class names or transcripts,
 split sizes) and `splits`, each a `tf.data.Dataset` of unbatched `(waveform, target)` pairs: a
@@ -25,8 +25,9 @@ Transcript sources (`load_transcripts`):
 - `"tfds:librispeech"` (train_clean100 / dev_clean / test_clean);
 - arrays: `(waveforms, transcripts)` or `{"train": ..., "test": ...}`.
 
-WAV files are read with the standard library `wave` module (8/16/24/32-bit PCM), mixed down to
-mono (the mean of the channels) and resampled to `sample_rate` (`scipy.signal.resample_poly`).
+WAV files are read by `kdl.data.io.read_wav` (the standard library `wave` module, 8/16/24/32-bit
+PCM), mixed down to mono (the mean of the channels) and resampled to `sample_rate`
+(`scipy.signal.resample_poly`).
 
 The pad/crop rule: every clip becomes exactly `num_samples = round(max_seconds * sample_rate)`
 samples. A shorter clip is padded with silence (zeros) at its end. A longer clip is, for
@@ -46,26 +47,24 @@ transcript), except from TFDS, where such clips are left out.
 [1.0, 2.0, 3.0, 4.0]
 """
 
-import dataclasses
-import math
 import os
 import pathlib
 import re
-import wave
 
 import numpy as np
 import tensorflow as tf
 
-from kdl.data.common import (
-    TEST_FRACTION,
-    array_splits,
-    check_split_options,
-    class_names_for,
+from kdl.data.dataset import Dataset, class_names_for
+from kdl.data.io import (
     prepared_tfds_builder,
+    read_lines,
+    read_wav,
+    resample,
     resolve_path,
-    split_arrays,
+    subfolders,
+    unsupported_source,
 )
-from kdl.data.text import read_lines
+from kdl.data.splits import array_splits, check_split_options, split_arrays, tfds_slices
 from kdl.errors import DataError
 
 FSDD_NAME = re.compile(r"^(?P<label>[^_/]+)_(?P<speaker>[^_/]+)_(?P<index>\d+)\.wav$", re.IGNORECASE)
@@ -73,6 +72,7 @@ FSDD_TEST_INDICES = range(0, 5)     # the official split: index 0-4 test, 5-49 t
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGIT_STRINGS_PREFIX = "fsdd_digit_strings:"
 TFDS_AUDIO_FEATURES = ("audio", "speech")
+TFDS_OWN_VALIDATION = {"validation": "validation"}     # a TFDS audio dataset's validation split is used
 TFDS_TRANSCRIPT_SPLITS = {"librispeech": {"train": "train_clean100", "validation": "dev_clean",
                                           "test": "test_clean"}}
 CLASSIFICATION_SOURCES = (
@@ -87,65 +87,7 @@ TRANSCRIPT_SOURCES = (
 )
 
 
-@dataclasses.dataclass
-class AudioDatasetInfo:
-    source: str             # the source as the user gave it
-    sample_rate: int        # Hz, of every waveform the splits yield
-    num_samples: int        # samples per waveform (max_seconds * sample_rate)
-    class_names: list       # label names (classification); [] for transcripts
-    num_examples: dict      # split name -> count
-
-
-@dataclasses.dataclass
-class AudioDataset:
-    info: AudioDatasetInfo
-    splits: dict            # split name -> tf.data.Dataset of (waveform (num_samples,) float32, label | transcript)
-    transcripts: dict = dataclasses.field(default_factory=dict)  # split -> [(text, where)] (transcripts only)
-
-
-# --- reading, resampling and fitting waveforms ---------------------------------------------------
-
-
-def read_wav(path, sample_rate=None):
-    """(waveform float32 mono in [-1, 1], sample rate) of a PCM WAV file, resampled to `sample_rate`
-    when given. A corrupt, empty or non-PCM file is a DataError naming it."""
-    try:
-        with wave.open(os.fspath(path), "rb") as wav:
-            channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
-            frames = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError, OSError) as error:
-        raise DataError(f"cannot read WAV file {os.fspath(path)!r}: {error or type(error).__name__}; "
-                        "expected a PCM .wav file (8, 16, 24 or 32 bit)") from None
-    if width not in (1, 2, 3, 4) or channels < 1:
-        raise DataError(f"WAV file {os.fspath(path)!r} has {width * 8}-bit samples and {channels} "
-                        "channels; expected 8, 16, 24 or 32-bit PCM")
-    usable = len(frames) - len(frames) % (width * channels)
-    if usable == 0:
-        raise DataError(f"WAV file {os.fspath(path)!r} is empty (no audio frames)")
-    waveform = _pcm_to_float(frames[:usable], width).reshape(-1, channels).mean(axis=1)   # mono mixdown
-    return resample(waveform, rate, sample_rate or rate), sample_rate or rate
-
-
-def _pcm_to_float(data, width):
-    if width == 1:                                   # 8-bit WAV is unsigned
-        return (np.frombuffer(data, np.uint8).astype(np.float32) - 128) / 128
-    if width == 3:                                   # 24-bit: widen to 32-bit little-endian
-        raw = np.frombuffer(data, np.uint8).reshape(-1, 3)
-        data = np.concatenate([np.zeros((len(raw), 1), np.uint8), raw], axis=1).tobytes()
-        width = 4
-    dtype = {2: "<i2", 4: "<i4"}[width]
-    return (np.frombuffer(data, dtype).astype(np.float64) / 2 ** (8 * width - 1)).astype(np.float32)
-
-
-def resample(waveform, from_rate, to_rate):
-    """`waveform` at `to_rate` Hz (polyphase filtering, scipy.signal.resample_poly)."""
-    waveform = np.asarray(waveform, np.float32)
-    if from_rate == to_rate:
-        return waveform
-    from scipy.signal import resample_poly
-
-    divisor = math.gcd(int(from_rate), int(to_rate))
-    return resample_poly(waveform, int(to_rate) // divisor, int(from_rate) // divisor).astype(np.float32)
+# --- fitting waveforms: the pad/crop rule ----------------------------------------------------------
 
 
 def fit_length(waveform, num_samples, where=None):
@@ -227,8 +169,7 @@ def load_audio(source, *, data_root=None, sample_rate=8000, max_seconds=1.0, cla
         return _classification_from_tfds(source, data_root, class_names, sample_rate, num_samples,
                                          validation_split, limit)
     if not isinstance(source, (str, os.PathLike)):
-        raise DataError(f"unsupported data source of type {type(source).__name__}; "
-                        f"accepted: {CLASSIFICATION_SOURCES}")
+        raise unsupported_source(source, CLASSIFICATION_SOURCES)
     folder = resolve_path(source, data_root, CLASSIFICATION_SOURCES)
     files = _labelled_files(folder, class_names)
     names = list(class_names or sorted({label for pairs in files.values() for _, label in pairs},
@@ -262,8 +203,9 @@ def _labelled_files(folder, class_names):
     if wavs:
         bad = next((p for p in wavs if not FSDD_NAME.match(p.name)), None)
         if bad is not None:
-            raise DataError(f"{bad}: a folder of WAV files must name them {{label}}_{{speaker}}_{{index}}.wav "
-                            "(the FSDD layout); put other clips in one sub-folder per label")
+            raise DataError(f"{bad}: a folder of WAV files must name them "
+                            "{label}_{speaker}_{index}.wav (the FSDD layout); put other clips in one "
+                            "sub-folder per label")
         files = {"train": [], "test": []}
         for path in wavs:
             match = FSDD_NAME.match(path.name)
@@ -276,8 +218,7 @@ def _labelled_files(folder, class_names):
         layout = {"train": folder}
     files = {}
     for split, split_folder in layout.items():
-        found = sorted((p.name for p in split_folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                       key=_natural)
+        found = sorted((path.name for path in subfolders(split_folder)), key=_natural)
         unknown = sorted(set(class_names or ()) - set(found))
         if unknown:
             raise DataError(f"class_names {unknown} are not sub-folders of {split_folder}; found {found}")
@@ -322,10 +263,8 @@ def _classification_dataset(source, clips, class_names, sample_rate, num_samples
 
 
 def _dataset(source, sample_rate, num_samples, class_names, datasets, transcripts=None):
-    info = AudioDatasetInfo(source=source, sample_rate=sample_rate, num_samples=num_samples,
-                            class_names=list(class_names),
-                            num_examples={name: int(ds.cardinality()) for name, ds in datasets.items()})
-    return AudioDataset(info, datasets, transcripts or {})
+    return Dataset.of(source, datasets, transcripts=transcripts, class_names=class_names,
+                      sample_rate=sample_rate, num_samples=num_samples)
 
 
 # --- transcripts: load_transcripts ------------------------------------------------------------
@@ -363,7 +302,7 @@ def load_transcripts(source, *, data_root=None, sample_rate=8000, max_seconds=4.
                              max_digits=max_digits, seed=seed)
         return _transcript_dataset(source, rows, sample_rate, num_samples, **options)
     if not isinstance(source, (str, os.PathLike)):
-        raise DataError(f"unsupported data source of type {type(source).__name__}; accepted: {TRANSCRIPT_SOURCES}")
+        raise unsupported_source(source, TRANSCRIPT_SOURCES)
     folder = resolve_path(source, data_root, TRANSCRIPT_SOURCES)
     if not (folder.is_dir() and (folder / "metadata.csv").is_file()):
         raise DataError(f"{folder} has no metadata.csv; expected {TRANSCRIPT_SOURCES}")
@@ -416,7 +355,8 @@ def digit_strings(folder, utterances=(2000, 300), *, sample_rate=8000, num_sampl
         for _ in range(count):
             digits = rng.integers(0, 10, rng.integers(1, max_digits + 1))
             clips = [clip(by_digit[d][rng.integers(len(by_digit[d]))]) for d in digits]
-            gaps = [np.zeros(int(rng.uniform(*pause) * sample_rate), np.float32) for _ in range(len(clips) + 1)]
+            gaps = [np.zeros(int(rng.uniform(*pause) * sample_rate), np.float32)
+                    for _ in range(len(clips) + 1)]
             while len(clips) > 1 and sum(map(len, clips + gaps)) > num_samples:
                 digits, clips, gaps = digits[:-1], clips[:-1], gaps[:-1]
             parts = [gaps[0]] + [part for clip, gap in zip(clips, gaps[1:]) for part in (clip, gap)]
@@ -427,28 +367,16 @@ def digit_strings(folder, utterances=(2000, 300), *, sample_rate=8000, num_sampl
 
 
 def _transcript_dataset(source, rows, sample_rate, num_samples, *, validation_split, limit, seed):
-    """An AudioDataset from split -> (waveforms, transcripts, where); "test" held out of train if missing."""
-    rows = {name: (np.stack(waves) if waves else np.zeros((0, num_samples), np.float32),
-                   np.array(list(zip(texts, where)), dtype=object).reshape(-1, 2))
-            for name, (waves, texts, where) in rows.items()}
-    if "test" not in rows:
-        rows["train"], rows["test"] = _plain_hold_out(*rows["train"], TEST_FRACTION, seed=0)
-    rows = {name: (x[:limit], t[:limit]) for name, (x, t) in rows.items()}
-    if validation_split and "validation" not in rows:
-        rows["train"], rows["validation"] = _plain_hold_out(*rows["train"], validation_split, seed)
-    order = [name for name in ("train", "validation", "test") if name in rows]
+    """A Dataset from split -> (waveforms, transcripts, where); "test" held out of train if missing."""
+    arrays = {name: (np.stack(waves) if waves else np.zeros((0, num_samples), np.float32),
+                     np.array(list(zip(texts, where)), dtype=object).reshape(-1, 2))
+              for name, (waves, texts, where) in rows.items()}
+    arrays = split_arrays(arrays, validation_split, limit, seed, stratify=False)
     datasets = {name: tf.data.Dataset.from_tensor_slices(
-        (rows[name][0], tf.constant([str(text) for text in rows[name][1][:, 0]], tf.string)))
-        for name in order}
-    transcripts = {name: [(str(text), str(at)) for text, at in rows[name][1]] for name in order}
+        (waves, tf.constant([str(text) for text in rows[:, 0]], tf.string)))
+        for name, (waves, rows) in arrays.items()}
+    transcripts = {name: [(str(text), str(at)) for text, at in rows] for name, (_, rows) in arrays.items()}
     return _dataset(source, sample_rate, num_samples, [], datasets, transcripts)
-
-
-def _plain_hold_out(x, targets, fraction, seed):
-    order = np.random.default_rng(seed).permutation(len(x))
-    held = math.ceil(len(x) * fraction)
-    kept, out = np.sort(order[held:]), np.sort(order[:held])
-    return (x[kept], targets[kept]), (x[out], targets[out])
 
 
 # --- TensorFlow Datasets ------------------------------------------------------------------------
@@ -479,34 +407,6 @@ def _tf_fit_length(waveform, num_samples):
     return tf.ensure_shape(tf.pad(waveform, [[0, num_samples - tf.shape(waveform)[0]]]), [num_samples])
 
 
-def _tfds_slices(builder, wanted, validation_split, limit):
-    """Our split -> TFDS split slice; "test" is held out of train (last 20%) when there is none."""
-    available = set(builder.info.splits) or set(wanted.values()) | {"train"}    # mocked: every name works
-
-    def size(split):
-        return min(int(builder.as_dataset(split=split).cardinality()), limit or math.inf)
-
-    train = wanted.get("train", "train")
-    train_size = size(train)
-    slices, end = {}, train_size
-    test = wanted.get("test", "test")
-    if test not in available:
-        held = math.ceil(train_size * TEST_FRACTION)
-        end = train_size - held
-        slices["test"] = f"{train}[{end}:{train_size}]"
-    else:
-        slices["test"] = f"{test}[:{size(test)}]"
-    validation = wanted.get("validation", "validation")
-    if validation_split and validation in available and validation != test:
-        slices["validation"] = f"{validation}[:{size(validation)}]"
-    elif validation_split:
-        held = math.ceil(end * validation_split)
-        slices["validation"] = f"{train}[{end - held}:{end}]"
-        end -= held
-    slices["train"] = f"{train}[:{end}]"
-    return {name: slices[name] for name in ("train", "validation", "test") if name in slices}
-
-
 def _classification_from_tfds(source, data_root, class_names, sample_rate, num_samples,
                               validation_split, limit):
     import tensorflow_datasets as tfds  # slow to import: only this source needs it
@@ -515,7 +415,8 @@ def _classification_from_tfds(source, data_root, class_names, sample_rate, num_s
     audio, rate = _tfds_audio(builder, source)
     label = builder.info.features["label"] if "label" in builder.info.features else None
     if not isinstance(label, tfds.features.ClassLabel):
-        raise DataError(f"{source} has features {list(builder.info.features.keys())}; expected a ClassLabel 'label'")
+        raise DataError(f"{source} has features {list(builder.info.features.keys())}; "
+                        "expected a ClassLabel 'label'")
     if class_names is not None and len(class_names) != label.num_classes:
         raise DataError(f"{source} has {label.num_classes} classes but {len(class_names)} class_names")
 
@@ -523,8 +424,9 @@ def _classification_from_tfds(source, data_root, class_names, sample_rate, num_s
         waveform = _tf_fit_length(_tfds_waveform(example[audio], rate, sample_rate), num_samples)
         return waveform, tf.cast(example["label"], tf.int32)
 
+    slices = tfds_slices(builder, validation_split, limit, TFDS_OWN_VALIDATION)
     datasets = {split: builder.as_dataset(split=tfds_split).map(pick, num_parallel_calls=tf.data.AUTOTUNE)
-                for split, tfds_split in _tfds_slices(builder, {}, validation_split, limit).items()}
+                for split, tfds_split in slices.items()}
     return _dataset(source, sample_rate, num_samples, class_names or label.names, datasets)
 
 
@@ -532,11 +434,12 @@ def _transcripts_from_tfds(source, data_root, clean, sample_rate, num_samples, v
     builder = prepared_tfds_builder(source, data_root)
     audio, rate = _tfds_audio(builder, source)
     if "text" not in builder.info.features:
-        raise DataError(f"{source} has features {list(builder.info.features.keys())}; expected a 'text' transcript")
-    wanted = TFDS_TRANSCRIPT_SPLITS.get(source.removeprefix("tfds:").split("/")[0], {})
+        raise DataError(f"{source} has features {list(builder.info.features.keys())}; "
+                        "expected a 'text' transcript")
+    names = TFDS_TRANSCRIPT_SPLITS.get(source.removeprefix("tfds:").split("/")[0], TFDS_OWN_VALIDATION)
     max_native = int(num_samples * rate / sample_rate)      # longer clips are left out
     datasets, transcripts = {}, {}
-    for split, tfds_split in _tfds_slices(builder, wanted, validation_split, limit).items():
+    for split, tfds_split in tfds_slices(builder, validation_split, limit, names).items():
         raw = builder.as_dataset(split=tfds_split)
         kept = [(clean(text.decode("utf-8")), f"{source} {tfds_split} example {i}")
                 for i, (length, text) in enumerate(raw.map(

@@ -1,4 +1,4 @@
-"""Image classification data from one call: `load_images(source)` -> `ImageDataset`.
+"""Image classification data from one call: `load_images(source)` -> `Dataset`.
 
 Every source gives the same thing: `info` (class names, image shape, split sizes) and `splits`,
 each a `tf.data.Dataset` of unbatched `(image, label)` pairs: HWC images with pixels in 0..255
@@ -22,7 +22,6 @@ A source without a test split of its own gets a fixed, stratified 20% test split
 ('uint8', [8, 8, 1], 'int32')
 """
 
-import dataclasses
 import functools
 import os
 import warnings
@@ -32,15 +31,9 @@ import tensorflow as tf
 from PIL import Image
 
 from kdl.data import idx
-from kdl.data.common import (
-    array_splits,
-    check_split_options,
-    class_names_for,
-    prepared_tfds_builder,
-    resolve_path,
-    split_arrays,
-    tfds_slices,
-)
+from kdl.data.dataset import Dataset, class_names_for
+from kdl.data.io import prepared_tfds_builder, resolve_path, subfolders, unsupported_source
+from kdl.data.splits import array_splits, check_split_options, split_arrays, tfds_slices
 from kdl.errors import DataError
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -51,20 +44,6 @@ ACCEPTED_SOURCES = (
     "t10k-labels-idx1-ubyte[.gz]), a folder with one sub-folder of images per class (directly or "
     'under train/ and test/), an (x, y) tuple of arrays, or {"train": (x, y), "test": (x, y)}'
 )
-
-
-@dataclasses.dataclass
-class DatasetInfo:
-    source: str  # the source as the user gave it ("digits", a path, "tfds:mnist", "arrays")
-    class_names: list
-    image_shape: tuple  # (H, W, C) of the images the splits yield
-    num_examples: dict  # split name -> count
-
-
-@dataclasses.dataclass
-class ImageDataset:
-    info: DatasetInfo
-    splits: dict  # split name -> tf.data.Dataset of unbatched (image, label) pairs
 
 
 def load_images(
@@ -89,13 +68,11 @@ def load_images(
     if isinstance(source, str) and source.startswith("tfds:"):
         return _from_tfds(source, data_root, class_names, **options)
     if not isinstance(source, (str, os.PathLike)):
-        raise DataError(
-            f"unsupported data source of type {type(source).__name__}; accepted: {ACCEPTED_SOURCES}"
-        )
+        raise unsupported_source(source, ACCEPTED_SOURCES)
     folder = resolve_path(source, data_root, ACCEPTED_SOURCES)
     if folder.is_dir() and idx.is_idx_folder(folder):
         return _from_arrays(os.fspath(source), idx.load_idx_folder(folder), class_names, seed=seed, **options)
-    if folder.is_dir() and _subfolders(folder):
+    if folder.is_dir() and subfolders(folder):
         return _from_image_folder(os.fspath(source), folder, class_names, seed=seed, **options)
     contents = sorted(p.name + "/" * p.is_dir() for p in folder.iterdir()) if folder.is_dir() else None
     found = (
@@ -121,7 +98,7 @@ def _check_options(image_size, validation_split, limit):
 
 
 def _from_indexed(source, splits, class_names, to_dataset, *, image_size, validation_split, limit, seed):
-    """An ImageDataset from split -> (items, labels) arrays, `to_dataset(items, labels)` making each split.
+    """A Dataset from split -> (items, labels) arrays, `to_dataset(items, labels)` making each split.
 
     A missing "test" split is a fixed stratified hold-out of train; then `limit`; then "validation".
     """
@@ -137,13 +114,8 @@ def _image_dataset(source, class_names, datasets, image_size):
         datasets = {
             name: ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE) for name, ds in datasets.items()
         }
-    info = DatasetInfo(
-        source=source,
-        class_names=list(class_names),
-        image_shape=tuple(datasets["train"].element_spec[0].shape.as_list()),
-        num_examples={name: int(ds.cardinality()) for name, ds in datasets.items()},
-    )
-    return ImageDataset(info, datasets)
+    image_shape = tuple(datasets["train"].element_spec[0].shape.as_list())
+    return Dataset.of(source, datasets, class_names=class_names, image_shape=image_shape)
 
 
 def _from_arrays(source, splits, class_names, **options):
@@ -185,7 +157,7 @@ def _digits():
 
 def _from_image_folder(source, folder, class_names, *, image_size, **options):
     layout = {split: folder / split for split in ("train", "test")}
-    if not all(path.is_dir() and _subfolders(path) for path in layout.values()):
+    if not all(path.is_dir() and subfolders(path) for path in layout.values()):
         layout = {"train": folder}
     files = {split: _class_files(path) for split, path in layout.items()}
     found = sorted(files["train"])
@@ -209,14 +181,10 @@ def _from_image_folder(source, folder, class_names, *, image_size, **options):
     return _from_indexed(source, splits, class_names, to_dataset, image_size=image_size, **options)
 
 
-def _subfolders(folder):
-    return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
-
-
 def _class_files(folder):
     """Class name -> its image files, for each class sub-folder of `folder`."""
     files = {}
-    for class_folder in _subfolders(folder):
+    for class_folder in subfolders(folder):
         images = sorted(path for path in class_folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise DataError(f"class folder {class_folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -294,7 +262,7 @@ def _from_tfds(source, data_root, class_names, *, image_size, validation_split, 
         )
     splits = builder.info.splits  # empty when mocked by tfds.testing.mock_data
     test_split = "validation" if "test" not in splits and "validation" in splits else "test"
-    slices = tfds_slices(builder, test_split, validation_split, limit)
+    slices = tfds_slices(builder, validation_split, limit, names={"test": test_split})
     datasets = {
         split: builder.as_dataset(split=tfds_split, as_supervised=True).map(_int32_label)
         for split, tfds_split in slices.items()

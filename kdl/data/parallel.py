@@ -14,8 +14,9 @@ Every source gives the same thing: `info` (languages, split sizes) and `splits`,
 - arrays: `(source_texts, target_texts)` or `{"train": (...), "test": (...)}`.
 
 A source without a test split gets a fixed 20% test hold-out of train; `validation_split`
-holds out a fraction of train as "validation" when the source has none. Empty lines, files
-of different lengths and missing splits are a `DataError` naming the file and line.
+holds out a fraction of train as "validation" when the source has none: both plain seeded
+samples of ceil(N x fraction) pairs (`kdl.data.splits`). Empty lines, files of different
+lengths and missing splits are a `DataError` naming the file and line.
 
 >>> data = load_parallel((["a cat", "a dog", "two cats", "one dog", "a bird"] * 4,
 ...                       ["eine Katze", "ein Hund", "zwei Katzen", "ein Hund", "ein Vogel"] * 4),
@@ -26,43 +27,23 @@ of different lengths and missing splits are a `DataError` naming the file and li
 ['a cat', 'eine Katze']
 """
 
-import dataclasses
 import gzip
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from kdl.data.common import TEST_FRACTION, check_split_options, prepared_tfds_builder, resolve_path
-from kdl.data.text import read_text
+from kdl.data.dataset import Dataset
+from kdl.data.io import prepared_tfds_builder, read_text, resolve_path, unsupported_source
+from kdl.data.splits import SPLITS, array_splits, check_split_options, split_arrays
 from kdl.errors import DataError
 
-SPLITS = ("train", "validation", "test")
 ACCEPTED_SOURCES = (
     "a folder of aligned line files {split}.{language}[.gz] (e.g. train.en, train.de), a .tsv/.txt file "
     "of tab-separated pairs (source<TAB>target[<TAB>...]), \"tfds:NAME\" (e.g. "
     "\"tfds:ted_hrlr_translate/pt_to_en\"), a (source_texts, target_texts) tuple, or "
     "{\"train\": (sources, targets), \"test\": (sources, targets)}"
 )
-
-
-@dataclasses.dataclass
-class ParallelDatasetInfo:
-    source: str             # the source as the user gave it (a path, "tfds:NAME", "arrays")
-    source_language: str
-    target_language: str
-    num_examples: dict      # split name -> count
-
-
-@dataclasses.dataclass
-class ParallelDataset:
-    info: ParallelDatasetInfo
-    splits: dict            # split name -> tf.data.Dataset of (source_text, target_text) strings
-
-    def texts(self, split):
-        """(source texts, target texts) of one split as two lists of str."""
-        pairs = list(self.splits[split].as_numpy_iterator())
-        return [s.decode("utf-8") for s, _ in pairs], [t.decode("utf-8") for _, t in pairs]
 
 
 def load_parallel(source, *, source_language="en", target_language="de", splits=None, data_root=None,
@@ -92,13 +73,17 @@ def load_parallel(source, *, source_language="en", target_language="de", splits=
         else:
             raise DataError(f"{path} is a {path.suffix or 'suffix-less'} file; expected {ACCEPTED_SOURCES}")
     else:
-        raise DataError(f"unsupported data source of type {type(source).__name__}; accepted: {ACCEPTED_SOURCES}")
-    pairs = _hold_out(pairs, validation_split, limit, seed)
-    datasets = {split: tf.data.Dataset.from_tensor_slices((tf.constant(s, tf.string), tf.constant(t, tf.string)))
-                for split, (s, t) in pairs.items()}
-    info = ParallelDatasetInfo(where, source_language, target_language,
-                               {split: len(s) for split, (s, _) in pairs.items()})
-    return ParallelDataset(info, datasets)
+        raise unsupported_source(source, ACCEPTED_SOURCES)
+    arrays = {split: (np.array(s, dtype=object), np.array(t, dtype=object))
+              for split, (s, t) in pairs.items()}
+    arrays = split_arrays(arrays, validation_split, limit, seed, stratify=False)
+    datasets = {split: tf.data.Dataset.from_tensor_slices((_strings(s), _strings(t)))
+                for split, (s, t) in arrays.items()}
+    return Dataset.of(where, datasets, source_language=source_language, target_language=target_language)
+
+
+def _strings(texts):
+    return tf.constant([str(text) for text in texts], tf.string)
 
 
 def _split_names(splits):
@@ -182,19 +167,17 @@ def _tsv_pairs(path, reverse):
 
 
 def _array_pairs(source):
-    splits = source if isinstance(source, dict) else {"train": source}
-    if "train" not in splits or not set(splits) <= set(SPLITS):
-        raise DataError(f"array splits {sorted(splits)}: expected {{\"train\": (sources, targets)"
-                        ", \"test\": (sources, targets)}} (\"validation\" optional)")
     pairs = {}
-    for split, pair in splits.items():
+    for split, pair in array_splits(source, "(sources, targets)", validation=True).items():
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-            raise DataError(f"{split} data must be a (source_texts, target_texts) pair; got {type(pair).__name__}")
+            raise DataError(f"{split} data must be a (source_texts, target_texts) pair; "
+                            f"got {type(pair).__name__}")
         sources, targets = list(pair[0]), list(pair[1])
         if len(sources) != len(targets):
             raise DataError(f"{split} has {len(sources)} source texts but {len(targets)} target texts")
         for name, texts in (("source", sources), ("target", targets)):
-            bad = next((i for i, text in enumerate(texts) if not isinstance(text, str) or not text.strip()), None)
+            bad = next((i for i, text in enumerate(texts)
+                        if not isinstance(text, str) or not text.strip()), None)
             if bad is not None:
                 raise DataError(f"{split} {name} text [{bad}] is {texts[bad]!r}; expected a non-empty str")
         pairs[split] = sources, targets
@@ -221,22 +204,3 @@ def _tfds_pairs(source, data_root, source_language, target_language, names, limi
             targets.append(example[target_language].decode("utf-8"))
         pairs[split] = sources, targets
     return pairs
-
-
-def _hold_out(pairs, validation_split, limit, seed):
-    """A missing "test" (fixed 20% of train) and "validation" (`validation_split` of train) held out,
-    after `limit` per split."""
-    if "test" not in pairs:
-        pairs = {**pairs, **dict(zip(("train", "test"), _split(pairs["train"], TEST_FRACTION, seed=0)))}
-    pairs = {split: (s[:limit], t[:limit]) for split, (s, t) in pairs.items()}
-    if "validation" not in pairs and validation_split:
-        pairs["train"], pairs["validation"] = _split(pairs["train"], validation_split, seed)
-    return {split: pairs[split] for split in SPLITS if split in pairs}
-
-
-def _split(pair, fraction, seed):
-    sources, targets = pair
-    order = np.random.default_rng(seed).permutation(len(sources))
-    held = max(1, int(round(len(sources) * fraction)))
-    keep, out = sorted(order[held:]), sorted(order[:held])
-    return ([sources[i] for i in keep], [targets[i] for i in keep]), ([sources[i] for i in out], [targets[i] for i in out])

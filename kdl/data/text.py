@@ -1,4 +1,4 @@
-"""Text classification data from one call: `load_texts(source)` -> `TextDataset`.
+"""Text classification data from one call: `load_texts(source)` -> `Dataset`.
 
 Every source gives the same thing: `info` (class names, split sizes) and `splits`, each a
 `tf.data.Dataset` of unbatched `(text, label)` pairs: a raw UTF-8 string and an int32 label.
@@ -24,25 +24,23 @@ Labels are integer class indices or class names (sorted to give indices). A GLUE
 ('string', 'int32')
 """
 
-import csv
-import dataclasses
-import io
 import math
 import os
-import pathlib
 
 import numpy as np
 import tensorflow as tf
 
-from kdl.data.common import (
-    array_splits,
-    check_split_options,
-    class_names_for,
+from kdl.data.dataset import Dataset, class_names_for
+from kdl.data.io import (
     prepared_tfds_builder,
+    read_lines,
+    read_table,
+    read_text,
     resolve_path,
-    split_arrays,
-    tfds_slices,
+    subfolders,
+    unsupported_source,
 )
+from kdl.data.splits import array_splits, check_split_options, split_arrays, tfds_slices
 from kdl.errors import DataError
 
 GLUE_FILES = {"train": "train.tsv", "test": "test.tsv", "dev": "dev.tsv"}
@@ -53,19 +51,6 @@ ACCEPTED_SOURCES = (
     '"tfds:NAME" (e.g. "tfds:imdb_reviews"), a (texts, labels) tuple, or '
     '{"train": (texts, labels), "test": (texts, labels)}'
 )
-
-
-@dataclasses.dataclass
-class TextDatasetInfo:
-    source: str  # the source as the user gave it (a path, "tfds:imdb_reviews", "arrays")
-    class_names: list
-    num_examples: dict  # split name -> count
-
-
-@dataclasses.dataclass
-class TextDataset:
-    info: TextDatasetInfo
-    splits: dict  # split name -> tf.data.Dataset of unbatched (text, label) pairs
 
 
 def load_texts(
@@ -99,14 +84,14 @@ def load_texts(
     if isinstance(source, str) and source.startswith("tfds:"):
         return _from_tfds(source, data_root, text_column, class_names, validation_split, limit)
     if not isinstance(source, (str, os.PathLike)):
-        raise DataError(f"unsupported data source of type {type(source).__name__}; accepted: {ACCEPTED_SOURCES}")
+        raise unsupported_source(source, ACCEPTED_SOURCES)
     path = resolve_path(source, data_root, ACCEPTED_SOURCES)
     columns = (text_column, label_column)
     if path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
         return _from_rows(os.fspath(source), {"train": read_table(path, *columns)}, class_names, **options)
     if path.is_dir() and (path / GLUE_FILES["train"]).is_file():
         return _from_rows(os.fspath(source), _glue_rows(path, columns), class_names, **options)
-    if path.is_dir() and _subfolders(path):
+    if path.is_dir() and subfolders(path):
         rows = _class_folder_rows(path, class_names)
         names = class_names or sorted(set(rows["train"][1]))   # folder names, even "1", "2", are names
         return _from_rows(os.fspath(source), rows, names, **options)
@@ -114,52 +99,7 @@ def load_texts(
     raise DataError(f"{path} is {found}; expected {ACCEPTED_SOURCES}")
 
 
-# --- reading files, with the file and line of every problem ------------------------------------
-
-
-def read_lines(path):
-    """The lines of a UTF-8 text file; a DataError naming the line of the first non-UTF-8 byte."""
-    return read_text(path).splitlines()
-
-
-def read_text(path):
-    """The text of a UTF-8 file; a DataError naming the line of the first non-UTF-8 byte."""
-    data = pathlib.Path(path).read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        column = error.start - data.rfind(b"\n", 0, error.start)
-        raise DataError(
-            f"{path}, line {line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8 text; "
-            "save the file as UTF-8"
-        ) from None
-
-
-def read_table(path, text_column, label_column):
-    """(texts, raw labels, where) from a CSV/TSV file with a header; `where[i]` is "file, line N"."""
-    dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix.lower() == ".tsv" else {}
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), **dialect)
-    header = next(reader, None)
-    missing = [name for name in (text_column, label_column) if name not in (header or [])]
-    if missing:
-        raise DataError(
-            f"{path}, line 1: no column {missing[0]!r}; the header has columns {header or []}. "
-            "Pass text_column= and label_column= to name the ones to read"
-        )
-    text_at, label_at = header.index(text_column), header.index(label_column)
-    texts, labels, where = [], [], []
-    for row in reader:
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise DataError(
-                f"{path}, line {reader.line_num}: {len(row)} fields, but the header has {len(header)} {header}"
-            )
-        texts.append(row[text_at])
-        labels.append(row[label_at].strip())
-        where.append(f"{path}, line {reader.line_num}")
-    return texts, labels, where
+# --- files: GLUE folders and class folders of .txt files ------------------------------------------
 
 
 def _glue_rows(folder, columns):
@@ -175,10 +115,6 @@ def _glue_rows(folder, columns):
     return rows
 
 
-def _subfolders(folder):
-    return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
-
-
 def _class_folder_rows(folder, class_names):
     """One example per .txt file, its class the sub-folder name; directly or under train/ and test/."""
     layout = {split: folder / split for split in ("train", "test")}
@@ -186,7 +122,7 @@ def _class_folder_rows(folder, class_names):
         layout = {"train": folder}
     rows = {}
     for split, split_folder in layout.items():
-        found = [path.name for path in _subfolders(split_folder)]
+        found = [path.name for path in subfolders(split_folder)]
         unknown = sorted(set(class_names or ()) - set(found))
         if unknown:
             raise DataError(f"class_names {unknown} are not sub-folders of {split_folder}; found {found}")
@@ -231,7 +167,8 @@ def _label_ids(rows, class_names):
         to_id = index.__getitem__
     else:
         to_id = int
-    ids = {split: np.array([to_id(value) for value in labels], np.int32) for split, (_, labels, _) in rows.items()}
+    ids = {split: np.array([to_id(value) for value in labels], np.int32)
+           for split, (_, labels, _) in rows.items()}
     return ids, class_names_for(np.concatenate(list(ids.values())), class_names)
 
 
@@ -247,7 +184,7 @@ def _is_number(value):
 
 
 def _from_rows(source, rows, class_names, *, validation_split, limit, seed):
-    """A TextDataset from split -> (texts, raw labels, where) rows."""
+    """A Dataset from split -> (texts, raw labels, where) rows."""
     ids, class_names = _label_ids(rows, class_names)
     _check_two_classes(rows["train"], ids["train"], class_names, source)
     splits = {split: (np.array(texts, dtype=object), ids[split]) for split, (texts, _, _) in rows.items()}
@@ -256,7 +193,7 @@ def _from_rows(source, rows, class_names, *, validation_split, limit, seed):
         split: tf.data.Dataset.from_tensor_slices((tf.constant(list(texts), tf.string), labels))
         for split, (texts, labels) in arrays.items()
     }
-    return _text_dataset(source, class_names, datasets)
+    return Dataset.of(source, datasets, class_names=class_names)
 
 
 def _check_two_classes(train_rows, labels, class_names, source):
@@ -266,17 +203,9 @@ def _check_two_classes(train_rows, labels, class_names, source):
         where = first.rsplit(", line ", 1)[0] if ", line " in first else source
         only = f"class {class_names[present[0]]!r} only" if len(present) else "no examples"
         raise DataError(
-            f"{where}: the training data has {only} ({len(labels)} examples); a classifier needs at least 2 classes"
+            f"{where}: the training data has {only} ({len(labels)} examples); "
+            "a classifier needs at least 2 classes"
         )
-
-
-def _text_dataset(source, class_names, datasets):
-    info = TextDatasetInfo(
-        source=source,
-        class_names=list(class_names),
-        num_examples={name: int(ds.cardinality()) for name, ds in datasets.items()},
-    )
-    return TextDataset(info, datasets)
 
 
 def _array_rows(split, pair):
@@ -285,7 +214,9 @@ def _array_rows(split, pair):
         raise DataError(f"{split} data must be a (texts, labels) pair; got {type(pair).__name__}")
     texts, labels = list(pair[0]), list(np.asarray(pair[1]).tolist())
     if len(texts) != len(labels):
-        raise DataError(f"{split} has {len(texts)} texts but {len(labels)} labels; expected one label per text")
+        raise DataError(
+            f"{split} has {len(texts)} texts but {len(labels)} labels; expected one label per text"
+        )
     bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
     if bad is not None:
         raise DataError(f"{split} texts[{bad}] is {type(texts[bad]).__name__} {texts[bad]!r}; expected str")
@@ -313,6 +244,6 @@ def _from_tfds(source, data_root, text_column, class_names, validation_split, li
     pick = lambda example: (example[text_feature], tf.cast(example["label"], tf.int32))  # noqa: E731
     datasets = {
         split: builder.as_dataset(split=tfds_split).map(pick)
-        for split, tfds_split in tfds_slices(builder, test_split, validation_split, limit).items()
+        for split, tfds_split in tfds_slices(builder, validation_split, limit, {"test": test_split}).items()
     }
-    return _text_dataset(source, class_names or label.names, datasets)
+    return Dataset.of(source, datasets, class_names=class_names or label.names)

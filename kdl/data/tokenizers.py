@@ -156,4 +156,6 @@ def _check(kind, ngrams):
     if kind not in KINDS:
         raise ConfigError(f"data.tokenizer must be one of {', '.join(KINDS)}; got {kind!r}")
     if not (isinstance(ngrams, int) and ngrams >= 1) or (kind == "wordpiece" and ngrams > 1):
-        raise ConfigError(f"data.ngrams must be a positive int (1 with the wordpiece tokenizer); got {ngrams!r}")
+        raise ConfigError(
+            f"data.ngrams must be a positive int (1 with the wordpiece tokenizer); got {ngrams!r}"
+        )

@@ -71,4 +71,5 @@ def speech_recognition(references, hypotheses, shown=EXAMPLES_SHOWN):
     order = sorted(range(len(references)), key=lambda i: (errors[i] == 0, i))[:shown]
     examples = [{"reference": references[i], "hypothesis": hypotheses[i], "word_errors": errors[i]}
                 for i in sorted(order)]
-    return SpeechReport(metrics=metrics, tables={"examples": examples}, meta={"num_examples": len(references)})
+    return SpeechReport(metrics=metrics, tables={"examples": examples},
+                        meta={"num_examples": len(references)})

@@ -2,7 +2,7 @@
 
 >>> import kdl
 >>> clf = kdl.recipes.image_classifier()      # scikit-learn's digits, a small CNN  # doctest: +SKIP
->>> clf.fit()                                  # about 97% test accuracy in ~10 s on 2 CPU cores  # doctest: +SKIP
+>>> clf.fit()                                  # ~97% test accuracy in ~10 s on 2 CPU cores  # doctest: +SKIP
 >>> print(clf.evaluate())                      # doctest: +SKIP
 >>> clf.predict(images).labels                 # images: (N, 8, 8) pixels 0..255  # doctest: +SKIP
 """
@@ -14,26 +14,22 @@ import typing
 import numpy as np
 
 from kdl import models
+from kdl.config import ClassificationDataConfig, ModelConfig, TrainConfig
+from kdl.data import load_images
 from kdl.errors import DataError
 from kdl.recipes.classifier import Classifier
-from kdl.recipes.recipe import TrainConfig, new_recipe
 
 
 @dataclasses.dataclass
-class ImageDataConfig:
+class ImageDataConfig(ClassificationDataConfig):
     source: str = "digits"          # "digits", a folder (IDX files or class sub-folders), "tfds:NAME"
-    batch_size: int = 32
-    validation_split: float = 0.1   # fraction of train held out to watch overfitting
     image_size: typing.Optional[list[int]] = None   # [H, W] to resize to; None keeps the native size
-    class_names: typing.Optional[list[str]] = None  # None: the dataset's own names
-    limit: typing.Optional[int] = None              # at most this many examples per split
 
 
 @dataclasses.dataclass
-class ImageModelConfig:
+class ImageModelConfig(ModelConfig):
     name: str = "cnn"               # a backbone in kdl.models: "cnn", "resnet"
     augment: list[str] = dataclasses.field(default_factory=list)  # flip, rotate, translate, zoom, contrast
-    options: dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # backbone keywords
 
 
 @dataclasses.dataclass
@@ -51,18 +47,8 @@ class ImageClassifier(Classifier):
 
     task = "image_classifier"
     Config = ImageClassifierConfig
-
-    def load_data(self):
-        from kdl.data import load_images
-
-        data = self.config.data
-        dataset = load_images(self.arrays if data.source == "arrays" else data.source,
-                              data_root=self.data_root, image_size=data.image_size,
-                              class_names=data.class_names,
-                              validation_split=data.validation_split, limit=data.limit,
-                              seed=self.config.seed)
-        data.class_names = list(dataset.info.class_names)   # the resolved config names them
-        return dataset
+    model_kind = "image_backbone"
+    loader = staticmethod(load_images)
 
     def build_model(self):
         model = self.config.model
@@ -105,7 +91,7 @@ def image_classifier(dataset="digits", model="cnn", *, data_root=None, **overrid
         augment=["translate"], seed=1, ...); other names are the backbone's options
         (e.g. filters=[32, 64] for "cnn", blocks=3, width=16 for "resnet").
     """
-    return new_recipe(ImageClassifier, dataset, model, "image_backbone", overrides, data_root)
+    return ImageClassifier.new(dataset, model, data_root, overrides)
 
 
 def _read_image(path, size, channels):

@@ -1,51 +1,46 @@
-"""The Recipe base: config -> data -> model -> compile/fit -> evaluate/predict -> save/load.
+"""The Recipe base: the one contract every task follows.
 
-Each task (image classifier, ...) subclasses it and supplies its config class, data
-loading, model building and scoring; this file holds what every task does the same way.
+A task declares its parts as class attributes (as keras-hub's `Task` declares `backbone_cls`
+and `preprocessor_cls`): `task` (its name in recipe files), `Config` (its config dataclass),
+`model_kind` (the registry kind of `config.model.name`), `loader` (its `kdl.data` loader) and
+`Result` (what `predict` returns, scored by the task's `kdl.evaluation` function). It supplies a
+few hooks (build the model, its loss, turn raw inputs into a batch, predict on a batch). This
+class does the rest once for every task: resolving the data source, class-name bookkeeping,
+fit (assets written before the first step), evaluate, predict, save/load, export.
 
 >>> import kdl
 >>> recipe = kdl.recipes.image_classifier(epochs=1)    # doctest: +SKIP
 >>> history = recipe.fit()                             # doctest: +SKIP
+>>> recipe.predict(images).rows()                      # doctest: +SKIP
 """
 
-import dataclasses
 import difflib
 import functools
+import inspect
 import pathlib
 import tomllib
 
 import keras
 
-from kdl import backend, config as configs, distribute, runs
+from kdl import backend, distribute, runs
+from kdl import config as configs
 from kdl.callbacks import DivergenceStop
+from kdl.config import TrainConfig  # noqa: F401  (re-exported: kdl.recipes.TrainConfig)
 from kdl.errors import ConfigError, DataError, KdlError
-from kdl.models.registry import check_options
 
 RECIPES = {}  # task name -> Recipe subclass, filled by subclasses' `task`
 MODEL_FILE, CONFIG_FILE, REPORT_FILE = "model.keras", "recipe.toml", "report.json"
 CHECKPOINT_FILE = "checkpoint.keras"    # written by fit(out=...) after each epoch
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """How to train: the same section in every recipe."""
-
-    epochs: int = 10
-    optimizer: str = "adam"         # a keras.optimizers name: adam, adamw, sgd, rmsprop, ...
-    learning_rate: float = 1e-3
-    schedule: str = "constant"      # "constant", "cosine" (decays to 0 over all epochs) or "warmup_cosine"
-    warmup_steps: int = 0           # "warmup_cosine": steps of linear warm-up to learning_rate, then cosine
-    early_stopping: int = 0         # patience in epochs on validation loss; 0 turns it off
-    steps_per_execution: int = 1    # batches per compiled call (not on torch): >1 speeds up small models
-    distribute: str = "single"      # single, auto, data_parallel, model_parallel[:M], tpu (kdl.distribute)
-    precision: str = "fp32"         # fp32, bf16 or fp16 (mixed precision; weights stay float32)
-
-
 class Recipe:
-    """A task recipe. Subclasses set `task`, `Config`, and the hooks below."""
+    """A task recipe. Subclasses set the class attributes below and the hooks marked as such."""
 
-    task = None
-    Config = None
+    task = None          # name in recipe files and run directories
+    Config = None        # the config dataclass: seed, data (a DataConfig), model (a ModelConfig), train
+    model_kind = None    # kdl.models registry kind of config.model.name, e.g. "image_backbone"
+    loader = None        # kdl.data loader: loader(source, data_root=, seed=, **data fields) -> Dataset
+    Result = None        # kdl.recipes.results type that predict returns
     jit_compile = "auto"    # passed to model.compile: True asks torch for torch.compile
 
     def __init_subclass__(cls, **kwargs):
@@ -57,19 +52,37 @@ class Recipe:
 
     def __init__(self, config=None, *, data_root=None, arrays=None, model=None):
         self.config = config or self.Config()
-        check_ranges(self.config)
+        configs.check_ranges(self.config)
         self.data_root = data_root
         self.arrays = arrays    # in-memory data, for config.data.source == "arrays"
-        self._data = None
         self.model = model
         self.history = None
         self.report = None
 
-    # -- hooks each task supplies ------------------------------------------------------
-    def load_data(self):
-        """The task's dataset (kdl.data) from `self.config.data`."""
-        raise NotImplementedError
+    @classmethod
+    def new(cls, dataset, model, data_root=None, overrides=None, **data_defaults):
+        """The body of every task's factory (`kdl.recipes.image_classifier(...)`, ...): a recipe on
+        `dataset` (a name or path, or in-memory arrays, which are checked now rather than at fit
+        time) with the model `model`, the task's `data_defaults`, then keyword `overrides`
+        (kdl.config.configure; unknown names are the model's options)."""
+        from kdl import models
+        from kdl.models.registry import check_options
 
+        arrays = None if isinstance(dataset, (str, pathlib.Path)) else dataset
+        config = cls.Config()
+        config.data.source = "arrays" if arrays is not None else str(dataset)
+        config.model.name = model
+        for field, value in data_defaults.items():
+            setattr(config.data, field, value)
+        builder = models.get(cls.model_kind, model)
+        config = configs.configure(config, overrides or {},
+                                   lambda option: check_options(builder, option))
+        recipe = cls(config, data_root=data_root, arrays=arrays)
+        if arrays is not None:
+            recipe.data   # check the arrays now, not at fit time
+        return recipe
+
+    # -- hooks each task supplies ------------------------------------------------------
     def build_model(self):
         """A new, untrained keras.Model for `self.data`."""
         raise NotImplementedError
@@ -78,8 +91,17 @@ class Recipe:
         """The task's `model.compile` arguments: loss and progress metrics."""
         raise NotImplementedError
 
-    def score(self, split):
-        """A kdl.evaluation Report of the model on one split."""
+    def prepare_inputs(self, inputs):
+        """Turn what a user passes to `predict` into the model's input batch (a DataError names
+        what was received and what is accepted)."""
+        raise NotImplementedError
+
+    def predict_inputs(self, x):
+        """A `Result` for a prepared input batch `x`; keyword options are the task's own."""
+        raise NotImplementedError
+
+    def predict_split(self, split):
+        """(Result, references) for every example of one split, for `evaluate`."""
         raise NotImplementedError
 
     def save_assets(self, path):
@@ -88,22 +110,40 @@ class Recipe:
     def load_assets(self, path):
         """Read back what `save_assets` wrote."""
 
+    def save_report_extras(self, path):
+        """Extra report files (plots) a task writes beside report.json."""
+
     # -- shared behaviour --------------------------------------------------------------
-    @property
+    @functools.cached_property
     def data(self):
-        """The dataset, loaded on first use."""
-        if self._data is None:
-            self._data = self.load_data()
-        return self._data
+        """The dataset (kdl.data.Dataset), loaded on first use by the task's `loader`."""
+        data = self.config.data
+        if data.source == "arrays" and self.arrays is None:
+            raise DataError(f'data.source is "arrays" but no arrays were given; pass them to '
+                            f"kdl.recipes.{self.task}(...)")
+        source = self.arrays if data.source == "arrays" else data.source
+        dataset = type(self).loader(source, data_root=self.data_root, seed=self.config.seed,
+                                    **configs.loader_options(data))
+        if hasattr(data, "class_names"):
+            data.class_names = list(dataset.info.class_names)   # the resolved config names them
+        return dataset
+
+    @property
+    def class_names(self):
+        """The class names of a classification task (from the config once the data is loaded)."""
+        return self.config.data.class_names or self.data.info.class_names
 
     def fit(self, epochs=None, *, out=None, verbose="auto", callbacks=(), steps_per_epoch=None):
         """Train (or keep training) the model; returns the Keras History.
 
-        `out`: a run directory that receives `history.csv` and a per-epoch checkpoint.
+        `out`: a run directory that receives the task's assets before the first step, then
+        `history.csv` and a per-epoch checkpoint, so a run killed mid-training is usable.
         `steps_per_epoch`: stop each epoch after this many batches (default: the whole split).
         """
         train = self.config.train
         epochs = train.epochs if epochs is None else epochs
+        if out is not None:
+            check_run_directory(out, self.task)
         backend.set_seed(self.config.seed)
         backend.use_exact_float32()
         with distribute.scope(train.distribute, train.precision) as plan:   # no-op for single/fp32
@@ -114,9 +154,13 @@ class Recipe:
                 self.compile_model(self.make_optimizer(epochs * steps))
             validation = self.batches("validation") if "validation" in self.data.splits else None
             validation = None if validation is None else plan.dataset(validation)
+            run_dir = plan.run_dir(out)
+            if run_dir is not None:
+                pathlib.Path(run_dir).mkdir(parents=True, exist_ok=True)
+                self.save_assets(pathlib.Path(run_dir))
             self.history = self.model.fit(
                 plan.dataset(train_batches), validation_data=validation, epochs=epochs,
-                callbacks=self._callbacks(plan.run_dir(out), validation) + list(callbacks),
+                callbacks=self._callbacks(run_dir, validation) + list(callbacks),
                 steps_per_epoch=steps_per_epoch, shuffle=False,  # tf.data shuffles
                 verbose=verbose)
         self._divergence.raise_if_diverged()     # TrainingDiverged: names epoch, step, checkpoint
@@ -128,14 +172,26 @@ class Recipe:
         if split not in self.data.splits:
             raise DataError(f"no split {split!r} in {self.data.info.source!r}; "
                             f"it has: {', '.join(self.data.splits)}")
-        report = self.score(split)
+        result, references = self.predict_split(split)
+        report = result.score(references)
         report.meta.update(task=self.task, split=split, source=self.data.info.source,
                            backend=backend.name())
         self.report = report
         return report
 
+    def predict(self, inputs, **options):
+        """The task's Result for raw inputs (see the task's `prepare_inputs` for what it takes);
+        `options` are the task's own (a translator's beam_size, a recognizer's decoder)."""
+        self._require_model("predict")
+        accepted = [name for name in inspect.signature(self.predict_inputs).parameters if name != "x"]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ConfigError(f"{self.task} predict() has no option {unknown[0]!r}; its options: "
+                              f"{', '.join(accepted) or 'none'}")
+        return self.predict_inputs(self.prepare_inputs(inputs), **options)
+
     def batches(self, split, shuffle=False):
-        """The batched pipeline of one split."""
+        """The batched pipeline of one split (tasks that encode their examples extend it)."""
         from kdl.data import batches
 
         return batches(self.data.splits[split], self.config.data.batch_size, shuffle=shuffle,
@@ -151,15 +207,7 @@ class Recipe:
         """
         self._require_model("save")
         path = pathlib.Path(path)
-        runs.recover(path)
-        if (path / CONFIG_FILE).exists():
-            task = _read_toml(path / CONFIG_FILE).get("task")
-            if task != self.task:
-                raise ConfigError(f"{path} holds a {task!r} run; refusing to overwrite it "
-                                  f"with a {self.task!r} run. Choose another directory.")
-        elif path.is_dir() and (path / MODEL_FILE).exists():
-            raise ConfigError(f"{path} holds a {MODEL_FILE} without {CONFIG_FILE}, not a kdl run "
-                              "of this task; refusing to overwrite it. Choose another directory.")
+        check_run_directory(path, self.task)
 
         def fill(tmp):
             self.model.save(tmp / MODEL_FILE)
@@ -172,9 +220,6 @@ class Recipe:
 
         runs.write_directory(path, fill, replaces=(MODEL_FILE, CONFIG_FILE, REPORT_FILE))
         return path
-
-    def save_report_extras(self, path):
-        """Extra report files (plots) a task writes beside report.json."""
 
     def export(self, path, format="keras"):
         """Export the model for serving into the folder `path`: "keras" (model.keras),
@@ -212,12 +257,13 @@ class Recipe:
             raise ConfigError(f"cannot {action}: this recipe has no model yet; call fit() first "
                               f"or load a trained run with kdl.recipes.load(run_dir)")
 
-    def compile_model(self, optimizer, **settings):
-        """`model.compile` with the task's loss and metrics and the recipe's jit_compile and
-        steps_per_execution; `settings` override those (a plain-fit baseline uses Keras' defaults)."""
+    def compile_model(self, optimizer, model=None, **settings):
+        """`model.compile` (default: the recipe's model) with the task's loss and metrics and the
+        recipe's jit_compile and steps_per_execution; `settings` override those (a plain-fit
+        baseline uses Keras' defaults)."""
         settings = {"jit_compile": self.jit_compile, "steps_per_execution":
                     backend.steps_per_execution(self.config.train.steps_per_execution), **settings}
-        self.model.compile(optimizer=optimizer, **self.compile_arguments(), **settings)
+        (model or self.model).compile(optimizer=optimizer, **self.compile_arguments(), **settings)
 
     def make_optimizer(self, total_steps):
         """The optimizer `train` describes, its schedule spanning `total_steps`."""
@@ -249,16 +295,31 @@ class Recipe:
                                                            restore_best_weights=True))
         if out is not None:
             out = pathlib.Path(out)
-            out.mkdir(parents=True, exist_ok=True)
             resuming = (out / "backup").is_dir()    # a killed run left its backup: pick it up
             callbacks.append(keras.callbacks.BackupAndRestore(str(out / "backup")))  # deleted at the end
             callbacks += [keras.callbacks.CSVLogger(str(out / "history.csv"), append=resuming),
-                          keras.callbacks.ModelCheckpoint(str(out / "checkpoint.keras"))]
+                          keras.callbacks.ModelCheckpoint(str(out / CHECKPOINT_FILE))]
         return callbacks
 
     def __repr__(self):
         state = "trained" if self.history else ("loaded" if self.model else "new")
-        return f"<{type(self).__name__} {self.config.data.source!r} model={self.config.model.name!r} ({state})>"
+        return (f"<{type(self).__name__} {self.config.data.source!r} model={self.config.model.name!r} "
+                f"({state})>")
+
+
+def check_run_directory(path, task):
+    """Refuse, before anything is written, a directory that holds another task's run or a
+    model file that is not a kdl run (so neither fit nor save can overwrite it)."""
+    path = pathlib.Path(path)
+    runs.recover(path)
+    if (path / CONFIG_FILE).exists():
+        found = _read_toml(path / CONFIG_FILE).get("task")
+        if found != task:
+            raise ConfigError(f"{path} holds a {found!r} run; refusing to overwrite it "
+                              f"with a {task!r} run. Choose another directory.")
+    elif path.is_dir() and (path / MODEL_FILE).exists():
+        raise ConfigError(f"{path} holds a {MODEL_FILE} without {CONFIG_FILE}, not a kdl run "
+                          "of this task; refusing to overwrite it. Choose another directory.")
 
 
 def create(task, overrides=(), data_root=None):
@@ -297,25 +358,6 @@ def load(path, overrides=(), data_root=None, *, unsafe=False):
     return recipe
 
 
-# Lower bounds every recipe's config must meet (fields a task lacks, or None, are skipped): a value
-# below one otherwise fails deep inside tf.data or Keras, or crashes the process (max_length = 0).
-AT_LEAST = {"data.batch_size": 1, "data.max_length": 1, "data.vocabulary_size": 2,
-            "data.sample_rate": 1, "train.epochs": 0, "train.steps_per_execution": 1,
-            "train.early_stopping": 0, "train.warmup_steps": 0, "decode.batch_size": 1, "decode.beam_size": 1}
-
-
-def check_ranges(config):
-    """Raise ConfigError for a config value out of range (see AT_LEAST; learning_rate >= 0)."""
-    for name, low in AT_LEAST.items():
-        section, field = name.split(".")
-        value = getattr(getattr(config, section, None), field, None)
-        if value is not None and value < low:
-            raise ConfigError(f"{name} must be at least {low}; got {value!r}")
-    rate = getattr(getattr(config, "train", None), "learning_rate", None)
-    if rate is not None and not rate >= 0:     # 0 is fine: it keeps the weights (a check)
-        raise ConfigError(f"train.learning_rate must be 0 or more; got {rate!r}")
-
-
 def _clear_build_errors(build_model):
     """Wrap a task's build_model: a TypeError/ValueError from Keras (a bad backbone option, such
     as filters="abc" or dropout=2) becomes a ConfigError naming the model and its options."""
@@ -344,55 +386,6 @@ def recipe_class(task, where="recipe"):
     return RECIPES[task]
 
 
-def new_recipe(cls, dataset, model, model_kind, overrides, data_root=None, **data_defaults):
-    """The body of every task's factory (`kdl.recipes.image_classifier(...)`, ...): a `cls` recipe
-    on `dataset` (a name or path, or in-memory arrays, which are checked now rather than at fit
-    time) with the `model_kind` model `model`, its task's `data_defaults`, then the keyword
-    `overrides` (see `configure`)."""
-    from kdl import models
-
-    arrays = None if isinstance(dataset, (str, pathlib.Path)) else dataset
-    config = cls.Config()
-    config.data.source = "arrays" if arrays is not None else str(dataset)
-    config.model.name = model
-    for field, value in data_defaults.items():
-        setattr(config.data, field, value)
-    config = configure(config, overrides, options_of=models.get(model_kind, model))
-    recipe = cls(config, data_root=data_root, arrays=arrays)
-    if arrays is not None:
-        recipe.data   # check the arrays now, not at fit time
-    return recipe
-
-
-def configure(config, overrides, options_of=None):
-    """Apply keyword overrides by field name, searching the top level, then each section.
-
-    A name that no section has goes to `model.options` when the model builder
-    `options_of` takes it as a keyword; anything else is a ConfigError.
-    """
-    sections = [f.name for f in dataclasses.fields(config)
-                if dataclasses.is_dataclass(getattr(config, f.name))]
-    for key, value in overrides.items():
-        path = [key] if hasattr(config, key) and key not in sections else next(
-            ([section, key] for section in sections if hasattr(getattr(config, section), key)),
-            None)
-        if path is None and options_of is not None:
-            check_options(options_of, {key: value})
-            path = ["model", "options", key]
-        if path is None:
-            raise ConfigError(f"unknown option {key!r}; known: "
-                              + ", ".join(_field_names(config, sections)))
-        config = configs.replace(config, path, value, where="option")
-    return config
-
-
-def _field_names(config, sections):
-    names = [f.name for f in dataclasses.fields(config) if f.name not in sections]
-    for section in sections:
-        names += [f.name for f in dataclasses.fields(getattr(config, section))]
-    return sorted(set(names))
-
-
 def _apply(config, overrides):
     for assignment in overrides:
         config = configs.override(config, assignment)
@@ -404,3 +397,17 @@ def _read_toml(path):
         return tomllib.loads(pathlib.Path(path).read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path} is not a valid TOML recipe: {error}") from None
+
+
+def as_strings(texts):
+    """A list of str from one string or a non-empty list/array of strings (what text tasks'
+    `predict` takes); a DataError naming the first item that is not a string otherwise."""
+    texts = [texts] if isinstance(texts, str) else texts
+    texts = texts.tolist() if hasattr(texts, "tolist") else texts    # numpy str_ -> str
+    if not isinstance(texts, (list, tuple)) or not texts:
+        raise DataError(f"predict() takes a string or a non-empty list of strings; "
+                        f"got {type(texts).__name__} {str(texts)[:80]!r}")
+    bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if bad is not None:
+        raise DataError(f"predict() takes strings; item {bad} is {type(texts[bad]).__name__} {texts[bad]!r}")
+    return list(texts)

@@ -2,45 +2,39 @@
 
 >>> import kdl
 >>> clf = kdl.recipes.text_classifier("sst2", model="cnn", data_root="../shared/data")  # doctest: +SKIP
->>> clf.fit()                                  # 81-82% dev accuracy in ~1 min on 2 CPU cores  # doctest: +SKIP
+>>> clf.fit()                                  # 81-82% dev accuracy in ~1 min on 2 CPU cores # doctest: +SKIP
 >>> print(clf.evaluate())                      # doctest: +SKIP
 >>> clf.predict(["a gripping, funny film", ""]).labels   # doctest: +SKIP
 """
 
 import dataclasses
+import functools
 import pathlib
-import typing
-
-import numpy as np
-import tensorflow as tf
 
 from kdl import models
-from kdl.errors import ConfigError, DataError
+from kdl.config import ClassificationDataConfig, ModelConfig, TrainConfig, setting
+from kdl.data import Tokenizer, batches, load_texts, tokenized
+from kdl.errors import ConfigError
 from kdl.recipes.classifier import Classifier
-from kdl.recipes.recipe import TrainConfig, new_recipe
+from kdl.recipes.recipe import as_strings
 
 VOCABULARY_FILE = "vocabulary.txt"
 
 
 @dataclasses.dataclass
-class TextDataConfig:
+class TextDataConfig(ClassificationDataConfig):
     source: str = "sst2"            # a GLUE folder, a .csv/.tsv file, a folder of class folders, "tfds:NAME"
     text_column: str = "sentence"   # CSV/TSV/GLUE header names
     label_column: str = "label"
-    batch_size: int = 32
-    validation_split: float = 0.1   # fraction of train held out to watch overfitting
-    class_names: typing.Optional[list[str]] = None  # None: the dataset's own names
-    limit: typing.Optional[int] = None              # at most this many examples per split
-    max_length: int = 64            # token ids per example: longer texts are cut, shorter padded
-    vocabulary_size: int = 20_000   # learned on the training split only
-    tokenizer: str = "words"        # "words" (TextVectorization) or "wordpiece" (keras-hub)
-    ngrams: int = 1                 # 2 adds word-pair tokens (fastText bigrams; "words" only)
+    max_length: int = setting(64, at_least=1, pipeline=True)   # token ids per example: cut or padded
+    vocabulary_size: int = setting(20_000, at_least=2, pipeline=True)  # learned on the training split
+    tokenizer: str = setting("words", pipeline=True)   # "words" (TextVectorization) or "wordpiece"
+    ngrams: int = setting(1, at_least=1, pipeline=True)  # 2 adds word-pair tokens (fastText bigrams)
 
 
 @dataclasses.dataclass
-class TextModelConfig:
+class TextModelConfig(ModelConfig):
     name: str = "transformer"       # a text backbone in kdl.models: transformer, cnn, fasttext, bert
-    options: dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # backbone keywords
 
 
 @dataclasses.dataclass
@@ -62,33 +56,12 @@ class TextClassifier(Classifier):
 
     task = "text_classifier"
     Config = TextClassifierConfig
+    model_kind = "text_backbone"
+    loader = staticmethod(load_texts)
 
-    def __init__(self, config=None, **kwargs):
-        super().__init__(config, **kwargs)
-        self._tokenizer = None
-
-    def load_data(self):
-        from kdl.data import load_texts
-
-        data = self.config.data
-        dataset = load_texts(self.arrays if data.source == "arrays" else data.source,
-                             data_root=self.data_root, text_column=data.text_column,
-                             label_column=data.label_column, class_names=data.class_names,
-                             validation_split=data.validation_split, limit=data.limit,
-                             seed=self.config.seed)
-        data.class_names = list(dataset.info.class_names)   # the resolved config names them
-        return dataset
-
-    @property
+    @functools.cached_property
     def tokenizer(self):
         """The tokenizer: learned on the training split on first use, or loaded with the run."""
-        if self._tokenizer is None:
-            self._tokenizer = self._learn_tokenizer()
-        return self._tokenizer
-
-    def _learn_tokenizer(self):
-        from kdl.data import Tokenizer
-
         data = self.config.data
         options = dict(kind=data.tokenizer, max_length=data.max_length, ngrams=data.ngrams)
         preset = self.config.model.options.get("preset")
@@ -107,25 +80,12 @@ class TextClassifier(Classifier):
 
     def batches(self, split, shuffle=False):
         """The batched pipeline of one split: (token ids (B, max_length) int32, labels (B,))."""
-        from kdl.data import batches
-
-        texts, tokenize = self.data.splits[split], self.tokenizer
-        tokens = (texts.batch(1024).map(lambda text, label: (tokenize(text), label))
-                  .unbatch().apply(tf.data.experimental.assert_cardinality(texts.cardinality())))
-        return batches(tokens, self.config.data.batch_size, shuffle=shuffle, seed=self.config.seed)
+        return batches(tokenized(self.data.splits[split], self.tokenizer), self.config.data.batch_size,
+                       shuffle=shuffle, seed=self.config.seed)
 
     def prepare_inputs(self, texts):
         """Accepts one string or a list/array of strings ("" is fine: it is all padding)."""
-        texts = [texts] if isinstance(texts, str) else texts
-        texts = texts.tolist() if isinstance(texts, np.ndarray) else texts    # numpy str_ -> str
-        if not isinstance(texts, (list, tuple)) or not texts:
-            raise DataError(f"predict() takes a string or a non-empty list of strings; "
-                            f"got {type(texts).__name__} {str(texts)[:80]!r}")
-        bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
-        if bad is not None:
-            raise DataError(f"predict() takes strings; item {bad} is {type(texts[bad]).__name__} "
-                            f"{texts[bad]!r}")
-        return self.tokenizer.to_numpy(texts)
+        return self.tokenizer.to_numpy(as_strings(texts))
 
     def export_sample(self):
         from kdl import export
@@ -144,14 +104,12 @@ class TextClassifier(Classifier):
         self.tokenizer.save(pathlib.Path(path) / VOCABULARY_FILE)
 
     def load_assets(self, path):
-        from kdl.data import Tokenizer
-
         vocabulary = pathlib.Path(path) / VOCABULARY_FILE
         if not vocabulary.is_file():
             raise ConfigError(f"run directory {str(path)!r} has no {VOCABULARY_FILE}; "
                               "a text run needs the vocabulary its tokenizer learned")
         data = self.config.data
-        self._tokenizer = Tokenizer.load(vocabulary, kind=data.tokenizer, max_length=data.max_length,
+        self.tokenizer = Tokenizer.load(vocabulary, kind=data.tokenizer, max_length=data.max_length,
                                          ngrams=data.ngrams)
 
 
@@ -170,4 +128,4 @@ def text_classifier(dataset="sst2", model="transformer", *, data_root=None, **ov
     defaults = {"ngrams": 2 if model == "fasttext" else 1}
     if model == "bert" and "preset" in overrides:
         defaults["tokenizer"] = "wordpiece"
-    return new_recipe(TextClassifier, dataset, model, "text_backbone", overrides, data_root, **defaults)
+    return TextClassifier.new(dataset, model, data_root, overrides, **defaults)

@@ -10,58 +10,57 @@
 """
 
 import dataclasses
+import functools
 import math
 import pathlib
-import typing
 import warnings
 
 import numpy as np
-import tensorflow as tf
 
-from kdl import evaluation, models
-from kdl.errors import ConfigError, DataError
-from kdl.recipes.recipe import Recipe, TrainConfig, new_recipe
+from kdl import models
+from kdl.config import DataConfig, ModelConfig, TrainConfig, setting
+from kdl.data import Tokenizer, bucketed_batches, load_parallel, pad_ids
+from kdl.errors import ConfigError
+from kdl.recipes.recipe import Recipe, as_strings
+from kdl.recipes.results import Translation
 
 VOCABULARY_FILES = {"source": "source_vocabulary.txt", "target": "target_vocabulary.txt"}
 SHARED_VOCABULARY_FILE = "vocabulary.txt"
 START, END = "[CLS]", "[SEP]"        # the WordPiece reserved tokens that open and close a target
 MULTI30K_SPLITS = {"validation": "val", "test": "test_2016_flickr"}
-BUCKET = 8                           # batches are padded to a multiple of this many tokens
 
 
 @dataclasses.dataclass
-class TranslatorDataConfig:
-    source: str = "multi30k/task1_raw"  # line-file folder, .tsv/.txt pairs, "tfds:NAME" (kdl.data.load_parallel)
+class TranslatorDataConfig(DataConfig):
+    source: str = "multi30k/task1_raw"  # line-file folder, .tsv/.txt pairs, "tfds:NAME" (load_parallel)
+    batch_size: int = setting(64, at_least=1, pipeline=True)
+    validation_split: float = setting(0.0, at_least=0, below=1)  # when the source has no validation split
     source_language: str = "en"
     target_language: str = "de"
     splits: dict[str, str] = dataclasses.field(default_factory=dict)  # our split -> the files' split name
     reverse: bool = False               # a TSV file's second column is the source
-    batch_size: int = 64
-    validation_split: float = 0.0       # held out of train when the source has no validation split
-    limit: typing.Optional[int] = None  # at most this many pairs per split
-    max_length: int = 48                # sub-word tokens per sentence; longer ones are cut (with a warning)
-    vocabulary_size: int = 8000         # WordPiece, learned on the training split, per side
-    shared_vocabulary: bool = False     # one vocabulary for both sides (related languages)
-    lowercase: bool = False             # False: output keeps its case (BLEU is scored cased)
+    max_length: int = setting(48, at_least=1, pipeline=True)  # sub-word tokens per sentence; longer are cut
+    vocabulary_size: int = setting(8000, at_least=2, pipeline=True)  # WordPiece, learned on train, per side
+    shared_vocabulary: bool = setting(False, pipeline=True)  # one vocabulary for both sides
+    lowercase: bool = setting(False, pipeline=True)          # False: output keeps its case (BLEU is cased)
 
 
 @dataclasses.dataclass
-class TranslatorModelConfig:
-    name: str = "transformer"
-    options: dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # layers, width, heads, ...
+class TranslatorModelConfig(ModelConfig):
+    name: str = "transformer"           # options: encoder_layers, decoder_layers, width, heads, ...
 
 
 @dataclasses.dataclass
 class TranslatorTrainConfig(TrainConfig):
-    label_smoothing: float = 0.1
+    label_smoothing: float = setting(0.1, at_least=0, below=1)
 
 
 @dataclasses.dataclass
 class DecodeConfig:
-    beam_size: int = 4                  # 1 is greedy search
+    beam_size: int = setting(4, at_least=1)     # 1 is greedy search
     length_penalty: float = 0.6         # GNMT-style: score / ((5 + length) / 6) ** length_penalty
-    batch_size: int = 128               # sentences decoded per compiled call
-    examples: int = 5                   # example translations kept in the report
+    batch_size: int = setting(128, at_least=1)  # sentences decoded per compiled call
+    examples: int = setting(5, at_least=0)      # example translations kept in the report
 
 
 @dataclasses.dataclass
@@ -85,33 +84,18 @@ class Translator(Recipe):
 
     task = "translator"
     Config = TranslatorConfig
+    model_kind = "translation_backbone"
+    loader = staticmethod(load_parallel)
+    Result = Translation
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
-        self._tokenizers = None
         self._arrays = {}
         self._searches = {}
 
-    # -- data ------------------------------------------------------------------------------------
-    def load_data(self):
-        from kdl.data.parallel import load_parallel
-
-        data = self.config.data
-        return load_parallel(self.arrays if data.source == "arrays" else data.source,
-                             source_language=data.source_language, target_language=data.target_language,
-                             splits=data.splits, data_root=self.data_root, reverse=data.reverse,
-                             validation_split=data.validation_split, limit=data.limit, seed=self.config.seed)
-
-    @property
+    @functools.cached_property
     def tokenizers(self):
         """{"source": Tokenizer, "target": Tokenizer}: learned on the training split, or loaded."""
-        if self._tokenizers is None:
-            self._tokenizers = self._learn_tokenizers()
-        return self._tokenizers
-
-    def _learn_tokenizers(self):
-        from kdl.data import Tokenizer
-
         data = self.config.data
         options = dict(kind="wordpiece", vocabulary_size=data.vocabulary_size, max_length=None,
                        lowercase=data.lowercase)
@@ -139,92 +123,54 @@ class Translator(Recipe):
         if split not in self._arrays:
             sources, targets = self.data.texts(split)
             what = f"{self.data.info.source} {split}"
-            self._arrays[split] = (self._pad(self._token_ids("source", sources, what), 0),
-                                   self._pad(self._token_ids("target", targets, what), 2, framed=True))
+            target_ids = pad_ids(self._token_ids("target", targets, what), self.config.data.max_length + 2,
+                                 *self._frame_ids())
+            self._arrays[split] = self._source_ids(sources, what), target_ids
         return self._arrays[split]
 
-    def _pad(self, lists, extra, framed=False):
-        start, end = self.tokenizers["target"].token_id(START), self.tokenizers["target"].token_id(END)
-        ids = np.zeros((len(lists), self.config.data.max_length + extra), "int32")
-        for row, tokens in zip(ids, lists):
-            tokens = [start, *tokens, end] if framed else tokens
-            row[:len(tokens)] = tokens
-        return ids
+    def _source_ids(self, texts, what):
+        return pad_ids(self._token_ids("source", texts, what), self.config.data.max_length)
+
+    def _frame_ids(self):
+        target = self.tokenizers["target"]
+        return target.token_id(START), target.token_id(END)
 
     def batches(self, split, shuffle=False):
-        """Batches of ({"source_ids": (B, L), "target_ids": (B, L)}, next-token labels (B, L)).
-
-        Sentences of similar length share a batch, padded to a multiple of 8 tokens, so little
-        compute goes to padding and the compiled step sees a handful of shapes. Batch order is
-        reshuffled every epoch (seeded) when `shuffle`.
-        """
+        """Batches of ({"source_ids": (B, L), "target_ids": (B, L)}, next-token labels (B, L)),
+        sentences of similar length together (kdl.data.bucketed_batches)."""
         sources, targets = self._split_arrays(split)
-        lengths = np.maximum((sources > 0).sum(1), (targets > 0).sum(1) - 1)            # (N,)
-        jitter = np.random.default_rng(self.config.seed).random(len(lengths))
-        order = np.lexsort((jitter, lengths))
-        size, cap = self.config.data.batch_size, self.config.data.max_length + 1
-        groups = {}
-        for first in range(0, len(order), size):
-            rows = order[first:first + size]
-            width = min(cap, BUCKET * math.ceil(lengths[rows].max() / BUCKET))
-            groups.setdefault((width, len(rows)), []).append(rows)
-        datasets, sources = [], np.pad(sources, ((0, 0), (0, cap - sources.shape[1])))  # (N, cap)
-        for (width, _), batches in sorted(groups.items()):
-            rows = np.stack(batches)                                                   # (n, B)
-            source = sources[rows, :width]                                             # (n, B, width)
-            decoder_in, labels = targets[rows, :width], targets[rows, 1:width + 1]
-            datasets.append(tf.data.Dataset.from_tensor_slices(
-                ({"source_ids": source, "target_ids": decoder_in}, labels)))
-        dataset = datasets[0]
-        for more in datasets[1:]:
-            dataset = dataset.concatenate(more)
-        if shuffle:
-            dataset = dataset.shuffle(len(order), seed=self.config.seed, reshuffle_each_iteration=True)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return bucketed_batches(sources, targets, self.config.data.batch_size, seed=self.config.seed,
+                                shuffle=shuffle)
 
     # -- model and training -------------------------------------------------------------------------
     def build_model(self):
         model = self.config.model
-        return models.get("translator", model.name)(
-            self.tokenizers["source"].vocabulary_size, self.tokenizers["target"].vocabulary_size,
-            self.config.data.max_length + 1, **model.options)
+        return models.translator(self.tokenizers["source"].vocabulary_size,
+                                 self.tokenizers["target"].vocabulary_size, self.config.data.max_length + 1,
+                                 backbone=model.name, **model.options)
 
     def compile_arguments(self):
-        from kdl.models.translator import MaskedCrossentropy, masked_accuracy
-
-        return {"loss": MaskedCrossentropy(self.config.train.label_smoothing), "metrics": [masked_accuracy]}
-
-    def fit(self, epochs=None, *, out=None, verbose="auto", callbacks=(), steps_per_epoch=None):
-        """Train; `out` also receives the vocabularies first, so its per-epoch checkpoint is
-        usable mid-run."""
-        if out is not None:
-            pathlib.Path(out).mkdir(parents=True, exist_ok=True)
-            self.save_assets(out)
-        return super().fit(epochs, out=out, verbose=verbose, callbacks=callbacks,
-                           steps_per_epoch=steps_per_epoch)
+        return {"loss": models.MaskedCrossentropy(self.config.train.label_smoothing),
+                "metrics": [models.masked_accuracy]}
 
     # -- decoding -------------------------------------------------------------------------------------
     def _search(self, beam_size, length_penalty):
-        from kdl.models.translator import BeamSearch
-
         key = (beam_size, length_penalty)
         if key not in self._searches:
             if not (isinstance(beam_size, int) and beam_size >= 1):
                 raise ConfigError(f"beam_size must be a positive int (1 is greedy); got {beam_size!r}")
-            target = self.tokenizers["target"]
-            search = BeamSearch(self.model, max_length=self.config.data.max_length,
-                                start_id=target.token_id(START), end_id=target.token_id(END),
-                                beam_size=beam_size, length_penalty=float(length_penalty))
+            start_id, end_id = self._frame_ids()
+            search = models.BeamSearch(self.model, max_length=self.config.data.max_length,
+                                       start_id=start_id, end_id=end_id, beam_size=beam_size,
+                                       length_penalty=float(length_penalty))
             search.compile(jit_compile=self.jit_compile)
             self._searches[key] = search
         return self._searches[key]
 
     def decode(self, source_ids, beam_size=None, length_penalty=None):
         """Source ids (N, max_length) -> (target ids (N, max_length + 2), log-probabilities (N,))."""
-        self._require_model("translate")
         settings = self.config.decode
-        beam_size = settings.beam_size if beam_size is None else beam_size
-        length_penalty = settings.length_penalty if length_penalty is None else length_penalty
+        beam_size, length_penalty = self._decode_settings(beam_size, length_penalty)
         search = self._search(beam_size, length_penalty)
         source_ids = np.asarray(source_ids, "int32")
         count = len(source_ids)
@@ -235,32 +181,49 @@ class Translator(Recipe):
         tokens, scores = search.predict(source_ids, batch_size=settings.batch_size, verbose=0)
         return np.asarray(tokens)[:count], np.asarray(scores)[:count]
 
-    def translate(self, texts, beam_size=None, length_penalty=None):
-        """Translate one string or a list of strings; returns a list of readable strings.
+    def prepare_inputs(self, texts):
+        """Accepts one string or a list/array of strings."""
+        return as_strings(texts)
 
-        beam_size: 1 is greedy search (default: decode.beam_size).
-        """
-        texts = [texts] if isinstance(texts, str) else texts
-        texts = texts.tolist() if isinstance(texts, np.ndarray) else texts
-        if not isinstance(texts, (list, tuple)) or not texts:
-            raise DataError(f"translate() takes a string or a non-empty list of strings; "
-                            f"got {type(texts).__name__} {str(texts)[:80]!r}")
-        bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
-        if bad is not None:
-            raise DataError(f"translate() takes strings; item {bad} is {type(texts[bad]).__name__} {texts[bad]!r}")
-        source_ids = self._pad(self._token_ids("source", texts, "translate()"), 0)
-        tokens, _ = self.decode(source_ids, beam_size, length_penalty)
-        return self.tokenizers["target"].detokenize(tokens)
+    def predict_inputs(self, x, beam_size=None, length_penalty=None):
+        """Translations of the strings `x`; beam_size 1 is greedy search (default: decode.beam_size)."""
+        return self._translation(x, self._source_ids(x, "predict()"), beam_size, length_penalty)
 
-    def score(self, split):
+    def predict_split(self, split):
         sources, references = self.data.texts(split)
-        source_ids, _ = self._split_arrays(split)
-        tokens, _ = self.decode(source_ids)
-        report = evaluation.translation(self.tokenizers["target"].detokenize(tokens), references,
-                                        sources=sources, examples=self.config.decode.examples)
-        report.meta.update(beam_size=self.config.decode.beam_size,
-                           length_penalty=self.config.decode.length_penalty)
-        return report
+        return self._translation(sources, self._split_arrays(split)[0]), references
+
+    def _translation(self, sources, source_ids, beam_size=None, length_penalty=None):
+        beam_size, length_penalty = self._decode_settings(beam_size, length_penalty)
+        tokens, scores = self.decode(source_ids, beam_size, length_penalty)
+        return Translation(list(sources), self.tokenizers["target"].detokenize(tokens), scores,
+                           beam_size, length_penalty, self.config.decode.examples)
+
+    def _decode_settings(self, beam_size, length_penalty):
+        """(beam_size, length_penalty): as given, else the config's `decode` section."""
+        settings = self.config.decode
+        return (settings.beam_size if beam_size is None else beam_size,
+                settings.length_penalty if length_penalty is None else length_penalty)
+
+    def translate(self, texts, beam_size=None, length_penalty=None):
+        """`predict(texts, ...).translations`: a list of readable strings."""
+        return self.predict(texts, beam_size=beam_size, length_penalty=length_penalty).translations
+
+    # -- export ---------------------------------------------------------------------------------------
+    def export_sample(self):
+        from kdl import export
+
+        return export.sample_inputs(self.model, {"source_ids": self.tokenizers["source"].vocabulary_size,
+                                                 "target_ids": self.tokenizers["target"].vocabulary_size})
+
+    def export_description(self):
+        return {**super().export_description(),
+                "input_meaning": ("source_ids: int32 (batch, L) WordPiece ids of the source sentences, 0 for "
+                                  "padding; target_ids: int32 (batch, L) the target so far, starting with "
+                                  f"{START}; tokenize with the vocabulary files as kdl.data.Tokenizer does"),
+                "output_meaning": ("next-token probabilities (batch, L, target vocabulary): decode greedily "
+                                   f"or with beam search until {END}"),
+                "max_length": self.config.data.max_length}
 
     # -- run directory ---------------------------------------------------------------------------------
     def save_assets(self, path):
@@ -272,8 +235,6 @@ class Translator(Recipe):
                 self.tokenizers[side].save(path / name)
 
     def load_assets(self, path):
-        from kdl.data import Tokenizer
-
         path = pathlib.Path(path)
         shared = self.config.data.shared_vocabulary
         files = {side: SHARED_VOCABULARY_FILE if shared else name for side, name in VOCABULARY_FILES.items()}
@@ -282,7 +243,7 @@ class Translator(Recipe):
                 raise ConfigError(f"run directory {str(path)!r} has no {name}; a translation run needs "
                                   "the vocabularies its tokenizers learned")
         options = dict(kind="wordpiece", max_length=None, lowercase=self.config.data.lowercase)
-        self._tokenizers = {side: Tokenizer.load(path / name, **options) for side, name in files.items()}
+        self.tokenizers = {side: Tokenizer.load(path / name, **options) for side, name in files.items()}
 
 
 def translator(dataset="multi30k/task1_raw", source="en", target="de", model="transformer", *,
@@ -301,4 +262,4 @@ def translator(dataset="multi30k/task1_raw", source="en", target="de", model="tr
     defaults = {"source_language": source, "target_language": target}
     if isinstance(dataset, (str, pathlib.Path)) and str(dataset).rstrip("/").endswith("multi30k/task1_raw"):
         defaults["splits"] = dict(MULTI30K_SPLITS)
-    return new_recipe(Translator, dataset, model, "translator", overrides, data_root, **defaults)
+    return Translator.new(dataset, model, data_root, overrides, **defaults)

@@ -1,16 +1,13 @@
-"""The translation model: a Transformer encoder-decoder over token ids, and its beam search.
+"""Beam search over a trained `translator` model's layers, with key/value caches.
 
-`translator(...)` builds the training model: `{"source_ids": (B, S), "target_ids": (B, T)}` int32
-(0 is padding; target_ids start with the start token) -> next-token logits (B, T, V). It is made
-of keras-hub layers (`TokenAndPositionEmbedding`, `TransformerEncoder`, `TransformerDecoder`,
-pre-layer-norm), so their kernel names are the standard ones. `BeamSearch` wraps the trained
-model's layers for decoding with key/value caches: `beam_size=1` is greedy search. It is a
+`BeamSearch` finds the translator's layers by name (source_embedding, encoder_0.., encoder_norm,
+target_embedding, decoder_0.., decoder_norm, logits). `beam_size=1` is greedy search. It is a
 keras.Model, so `predict` compiles it on every backend (XLA on JAX and TensorFlow).
 
+>>> import numpy as np
+>>> from kdl.models.text.translator import translator
 >>> model = translator(source_vocabulary_size=50, target_vocabulary_size=60, max_length=9,
 ...                    encoder_layers=1, decoder_layers=1, width=16, heads=2, intermediate=32)
->>> model.output_shape
-(None, None, 60)
 >>> search = BeamSearch(model, max_length=8, start_id=2, end_id=3, beam_size=2)
 >>> tokens, scores = search.predict(np.array([[5, 6, 7, 0]], "int32"), verbose=0)
 >>> tokens.shape, scores.shape
@@ -18,72 +15,9 @@ keras.Model, so `predict` compiles it on every backend (XLA on JAX and TensorFlo
 """
 
 import keras
-import numpy as np
-from keras import layers, ops
-
-from kdl.models.registry import register
+from keras import ops
 
 NEG_INF = -1e9
-
-
-@register("translator", "transformer")
-def translator(source_vocabulary_size, target_vocabulary_size, max_length, encoder_layers=3,
-               decoder_layers=3, width=256, heads=4, intermediate=1024, dropout=0.1):
-    """Transformer encoder-decoder; `max_length` is the longest input in tokens (either side)."""
-    import keras_hub
-
-    hub = keras_hub.layers
-    source_ids = keras.Input(shape=(None,), dtype="int32", name="source_ids")        # (B, S)
-    target_ids = keras.Input(shape=(None,), dtype="int32", name="target_ids")        # (B, T)
-    source_mask = ops.not_equal(source_ids, 0)                                       # (B, S)
-    x = hub.TokenAndPositionEmbedding(source_vocabulary_size, max_length, width,
-                                      name="source_embedding")(source_ids)           # (B, S, W)
-    x = layers.Dropout(dropout, name="source_dropout")(x)
-    for i in range(encoder_layers):
-        x = hub.TransformerEncoder(intermediate, heads, dropout=dropout, normalize_first=True,
-                                   name=f"encoder_{i}")(x, padding_mask=source_mask)  # (B, S, W)
-    encoded = layers.LayerNormalization(epsilon=1e-5, name="encoder_norm")(x)        # (B, S, W)
-    y = hub.TokenAndPositionEmbedding(target_vocabulary_size, max_length, width,
-                                      name="target_embedding")(target_ids)           # (B, T, W)
-    y = layers.Dropout(dropout, name="target_dropout")(y)
-    for i in range(decoder_layers):
-        y = hub.TransformerDecoder(intermediate, heads, dropout=dropout, normalize_first=True,
-                                   name=f"decoder_{i}")(
-            y, encoded, encoder_padding_mask=source_mask)                            # (B, T, W)
-    y = layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")(y)              # (B, T, W)
-    logits = layers.Dense(target_vocabulary_size, dtype="float32", name="logits")(y)  # (B, T, V)
-    return keras.Model({"source_ids": source_ids, "target_ids": target_ids}, logits,
-                       name="transformer_translator")
-
-
-@keras.saving.register_keras_serializable(package="kdl")
-class MaskedCrossentropy(keras.losses.Loss):
-    """Cross-entropy over logits with label smoothing, averaged over the non-padding tokens
-    (label 0 is padding and counts for nothing)."""
-
-    def __init__(self, label_smoothing=0.1, name="masked_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        y_true = ops.cast(y_true, "int32")                                           # (B, T)
-        one_hot = ops.one_hot(y_true, ops.shape(y_pred)[-1])                          # (B, T, V)
-        losses = keras.losses.categorical_crossentropy(
-            one_hot, y_pred, from_logits=True, label_smoothing=self.label_smoothing)  # (B, T)
-        mask = ops.cast(ops.not_equal(y_true, 0), losses.dtype)
-        # the batch mean of losses * mask / mean(mask) is the mean over real tokens
-        return losses * mask / ops.maximum(ops.mean(mask), 1e-9)
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-
-def masked_accuracy(y_true, y_pred):
-    """Next-token accuracy over the non-padding tokens (a progress metric)."""
-    y_true = ops.cast(y_true, "int32")
-    mask = ops.cast(ops.not_equal(y_true, 0), "float32")
-    hits = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), "float32")
-    return hits * mask / ops.maximum(ops.mean(mask), 1e-9)
 
 
 class BeamSearch(keras.Model):
@@ -127,13 +61,13 @@ class BeamSearch(keras.Model):
 
     def call(self, source_ids):
         k, length = self.beam_size, self.max_length + 1          # decoder positions 0..length-1
-        source_ids = ops.cast(source_ids, "int32")
+        source_ids = ops.cast(source_ids, "int32")                                   # (B, S)
         batch, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
         source_ids = ops.repeat(source_ids, k, axis=0)                                # (N=B*K, S)
         source_mask = ops.not_equal(source_ids, 0)                                    # (N, S)
         x = self.source_embedding(source_ids)                                         # (N, S, W)
         for encoder in self.encoders:
-            x = encoder(x, padding_mask=source_mask)
+            x = encoder(x, padding_mask=source_mask)                                  # (N, S, W)
         encoded = self.encoder_norm(x)                                                # (N, S, W)
         n = batch * k
         caches = [ops.zeros((n, 2, length, self.heads, self.head_size), encoded.dtype)

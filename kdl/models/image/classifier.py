@@ -1,4 +1,4 @@
-"""The image classifier model: raw pixels in, class probabilities out, any backbone.
+"""The image classifier: raw pixels in, class probabilities out, any "image_backbone".
 
 The model owns its preprocessing (rescaling, training-time augmentation), so a saved or
 exported model takes images with pixel values 0..255 as they come from a file.
@@ -11,8 +11,7 @@ exported model takes images with pixel values 0..255 as they come from a file.
 import keras
 from keras import layers
 
-from kdl.models import cnn, resnet  # noqa: F401  (register the backbones)
-from kdl.models.augment import augmentation
+from kdl.models.image.augment import augmentation
 from kdl.models.registry import check_options, get
 
 
@@ -23,7 +22,7 @@ def image_classifier(input_shape, num_classes, backbone="cnn", augment=(), seed=
     inputs = keras.Input(shape=tuple(input_shape), name="images")      # (B, H, W, C), 0..255
     x = layers.Rescaling(1 / 255)(inputs)                              # (B, H, W, C), 0..1
     if augment:
-        x = augmentation(augment, seed)(x)
+        x = augmentation(augment, seed)(x)                             # (B, H, W, C), train only
     x = build_backbone(x, **options)                                   # (B, F)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32",
                            name="probabilities")(x)                    # (B, num_classes)

@@ -1,6 +1,5 @@
 """Image augmentation by name: Keras preprocessing layers that act only while training.
 
->>> from kdl.models.augment import augmentation
 >>> augmentation(["translate", "rotate"]).name
 'augmentation'
 """

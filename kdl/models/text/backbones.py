@@ -1,14 +1,14 @@
-"""Text backbones: int32 token ids (B, L), 0 for padding, in -> a (B, F) feature vector out.
+"""Text backbones (kind "text_backbone"): int32 token ids (B, L), 0 for padding -> features (B, F).
 
-Each is registered under kind "text_backbone"; its keywords after `vocabulary_size` are the
-options a recipe may set (`[model.options]`). transformer, fasttext and bert mask the padding
-out; every backbone gives finite features for an all-padding row (an empty string).
+A backbone's keywords after `vocabulary_size` are the options a recipe may set
+(`[model.options]`). transformer, fasttext and bert mask the padding out; every backbone gives
+finite features for an all-padding row (an empty string). `pool` and `masked_mean` /
+`masked_max` are the padding-aware poolings they share.
 
 >>> import keras
->>> from kdl.models.registry import get
 >>> ids = keras.Input((16,), dtype="int32")
->>> [tuple(get("text_backbone", name)(ids, 100).shape) for name in ("cnn", "fasttext")]
-[(None, 384), (None, 64)]
+>>> cnn(ids, 100).shape, fasttext(ids, 100).shape, transformer(ids, 100, pooling="mean_max").shape
+((None, 384), (None, 64), (None, 128))
 """
 
 import keras_hub
@@ -97,4 +97,3 @@ def bert(token_ids, vocabulary_size, preset=None, blocks=2, heads=2, hidden=64, 
                         "padding_mask": ops.not_equal(token_ids, 0)})            # (B, L)
     x = masked_mean(outputs["sequence_output"], token_ids)                   # (B, hidden)
     return layers.Dropout(dropout)(x)
-

@@ -1,0 +1,176 @@
+"""Reading and decoding the files kdl data sources are made of, with the file (and line) of every problem.
+
+- text: `read_text` / `read_lines` (UTF-8, naming the line of a bad byte), `read_table` (CSV/TSV
+  with a header);
+- audio: `read_wav` (PCM WAV -> float32 mono, resampled) and `resample`;
+- folders and paths: `subfolders`, `resolve_path` (cwd, data_root, $KDL_DATA), and
+  `unsupported_source`, the error for a source of a type no loader takes;
+- TensorFlow Datasets: `prepared_tfds_builder`.
+
+>>> import pathlib, tempfile
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+>>> _ = path.write_bytes("first\\nsecond caf\\xe9\\n".encode("utf-8"))
+>>> read_lines(path)
+['first', 'second café']
+>>> _ = path.write_bytes(b"first\\nsecond caf\\xe9\\n")
+>>> read_lines(path)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+kdl.errors.DataError: ...notes.txt, line 2: byte 0xe9 at column 11 is not UTF-8 text; save the file as UTF-8
+"""
+
+import csv
+import difflib
+import io
+import math
+import os
+import pathlib
+import wave
+
+import numpy as np
+
+from kdl.errors import DataError
+
+# --- text files ------------------------------------------------------------------------------------
+
+
+def read_lines(path):
+    """The lines of a UTF-8 text file; a DataError naming the line of the first non-UTF-8 byte."""
+    return read_text(path).splitlines()
+
+
+def read_text(path):
+    """The text of a UTF-8 file; a DataError naming the line of the first non-UTF-8 byte."""
+    data = pathlib.Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        raise DataError(
+            f"{path}, line {line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8 text; "
+            "save the file as UTF-8"
+        ) from None
+
+
+def read_table(path, text_column, label_column):
+    """(texts, raw labels, where) from a CSV/TSV file with a header; `where[i]` is "file, line N"."""
+    dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix.lower() == ".tsv" else {}
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), **dialect)
+    header = next(reader, None)
+    missing = [name for name in (text_column, label_column) if name not in (header or [])]
+    if missing:
+        raise DataError(
+            f"{path}, line 1: no column {missing[0]!r}; the header has columns {header or []}. "
+            "Pass text_column= and label_column= to name the ones to read"
+        )
+    text_at, label_at = header.index(text_column), header.index(label_column)
+    texts, labels, where = [], [], []
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}, line {reader.line_num}: {len(row)} fields, but the header has "
+                            f"{len(header)} {header}")
+        texts.append(row[text_at])
+        labels.append(row[label_at].strip())
+        where.append(f"{path}, line {reader.line_num}")
+    return texts, labels, where
+
+
+# --- WAV files -------------------------------------------------------------------------------------
+
+
+def read_wav(path, sample_rate=None):
+    """(waveform float32 mono in [-1, 1], sample rate) of a PCM WAV file, resampled to `sample_rate`
+    when given. A corrupt, empty or non-PCM file is a DataError naming it."""
+    try:
+        with wave.open(os.fspath(path), "rb") as wav:
+            channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
+            frames = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError, OSError) as error:
+        raise DataError(f"cannot read WAV file {os.fspath(path)!r}: {error or type(error).__name__}; "
+                        "expected a PCM .wav file (8, 16, 24 or 32 bit)") from None
+    if width not in (1, 2, 3, 4) or channels < 1:
+        raise DataError(f"WAV file {os.fspath(path)!r} has {width * 8}-bit samples and {channels} "
+                        "channels; expected 8, 16, 24 or 32-bit PCM")
+    usable = len(frames) - len(frames) % (width * channels)
+    if usable == 0:
+        raise DataError(f"WAV file {os.fspath(path)!r} is empty (no audio frames)")
+    waveform = _pcm_to_float(frames[:usable], width).reshape(-1, channels).mean(axis=1)   # mono mixdown
+    return resample(waveform, rate, sample_rate or rate), sample_rate or rate
+
+
+def _pcm_to_float(data, width):
+    if width == 1:                                   # 8-bit WAV is unsigned
+        return (np.frombuffer(data, np.uint8).astype(np.float32) - 128) / 128
+    if width == 3:                                   # 24-bit: widen to 32-bit little-endian
+        raw = np.frombuffer(data, np.uint8).reshape(-1, 3)
+        data = np.concatenate([np.zeros((len(raw), 1), np.uint8), raw], axis=1).tobytes()
+        width = 4
+    dtype = {2: "<i2", 4: "<i4"}[width]
+    return (np.frombuffer(data, dtype).astype(np.float64) / 2 ** (8 * width - 1)).astype(np.float32)
+
+
+def resample(waveform, from_rate, to_rate):
+    """`waveform` at `to_rate` Hz (polyphase filtering, scipy.signal.resample_poly)."""
+    waveform = np.asarray(waveform, np.float32)
+    if from_rate == to_rate:
+        return waveform
+    from scipy.signal import resample_poly
+
+    divisor = math.gcd(int(from_rate), int(to_rate))
+    return resample_poly(waveform, int(to_rate) // divisor, int(from_rate) // divisor).astype(np.float32)
+
+
+# --- folders, paths and TensorFlow Datasets --------------------------------------------------------
+
+
+def subfolders(folder):
+    """The sub-folders of `folder`, sorted, hidden ones (".name") left out."""
+    return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+
+
+def unsupported_source(source, accepted):
+    """The DataError for a source of a type no loader takes; `accepted` describes the ones it does."""
+    return DataError(f"unsupported data source of type {type(source).__name__}; accepted: {accepted}")
+
+
+def resolve_path(source, data_root, accepted):
+    """The existing path `source` names: as given, or relative to the cwd, data_root, then $KDL_DATA.
+
+    `accepted` describes the sources the caller takes, for the error message.
+    """
+    path = pathlib.Path(source).expanduser()
+    roots = [pathlib.Path.cwd(), data_root, os.environ.get("KDL_DATA")]
+    candidates = (
+        [path] if path.is_absolute() else [pathlib.Path(root).expanduser() / path for root in roots if root]
+    )
+    found = next((candidate for candidate in candidates if candidate.exists()), None)
+    if found is None:
+        raise DataError(
+            f"data source {os.fspath(source)!r} not found; tried {', '.join(map(str, candidates))}. "
+            "Relative paths are looked up in the current directory, then data_root (--data-root), then "
+            f"the KDL_DATA environment variable{'' if os.environ.get('KDL_DATA') else ' (not set)'}. "
+            f"Accepted sources: {accepted}"
+        )
+    return found
+
+
+def prepared_tfds_builder(source, data_root):
+    """The TFDS builder of "tfds:NAME", downloaded and prepared (into `data_root` if given)."""
+    import tensorflow_datasets as tfds  # slow to import: only TFDS sources need it
+
+    name = source.removeprefix("tfds:")
+    try:
+        builder = tfds.builder(name, data_dir=data_root and os.fspath(data_root))
+    except tfds.core.DatasetNotFoundError as error:
+        close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False), n=5)
+        raise DataError(f"unknown TFDS dataset {name!r}; close matches: {close or 'none'}") from error
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # no network, a missing extra, a bad data_dir: each raises its own type
+        raise DataError(
+            f"TFDS dataset {name!r} could not be downloaded or found in data_dir {builder.data_dir}: {error}"
+        ) from error
+    return builder

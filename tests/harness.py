@@ -1,0 +1,184 @@
+"""The recipe contract, checked the same way for every task (as keras-hub's `run_task_test`):
+each task supplies only a tiny recipe on data it makes, inputs for `predict`, and command-line
+inputs for `kdl predict`. `run_task_test` then builds, fits a few steps into a run directory,
+evaluates, predicts, saves, reloads here and on the other two backends (same outputs, 1e-5),
+exports, and predicts from the command line.
+
+A task's own test file keeps only what is specific to it.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import subprocess
+import sys
+import typing
+
+import numpy as np
+from test_data_audio import write_wav
+
+import kdl
+from kdl import backend, config
+from kdl.cli import main
+from kdl.evaluation import Report
+from kdl.recipes.recipe import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE
+
+TOLERANCE = 1e-5   # the largest difference allowed between backends' outputs of one saved run
+
+
+@dataclasses.dataclass
+class TaskCase:
+    """What a task supplies to the contract test."""
+
+    task: str
+    make: typing.Callable           # () -> a new tiny recipe on data the case makes
+    inputs: np.ndarray              # what predict takes (an array, so other processes can load it)
+    cli_inputs: typing.Callable     # (folder) -> arguments of `kdl predict RUN ...`, files written there
+    assets: tuple = ()              # files the task writes into a run directory besides the model
+
+
+def run_task_test(case, tmp_path):
+    recipe = case.make()
+    assert recipe.task == case.task and isinstance(recipe, kdl.recipes.RECIPES[case.task])
+    cls = type(recipe)
+    assert config.from_toml(cls.Config, config.to_toml(recipe.config)) == recipe.config
+
+    # fit a few steps into a run directory: the assets are there before the model is
+    run_dir = tmp_path / "run"
+    history = recipe.fit(epochs=1, steps_per_epoch=2, out=run_dir, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert {CHECKPOINT_FILE, "history.csv", *case.assets} <= _names(run_dir)
+
+    report = recipe.evaluate()
+    assert isinstance(report, Report) and report.meta["task"] == case.task
+    assert report.meta["backend"] == backend.name() and report.metrics
+
+    result = recipe.predict(case.inputs)
+    assert isinstance(result, cls.Result) and len(result) == len(case.inputs)
+    assert json.loads(result.to_json()) == json.loads(json.dumps(result.rows()))
+    assert len(result.rows()) == len(result.lines()) == len(case.inputs)
+
+    recipe.save(run_dir)
+    assert {MODEL_FILE, CONFIG_FILE, "report.json", *case.assets} <= _names(run_dir)
+    loaded = kdl.recipes.load(run_dir)
+    same = loaded.predict(case.inputs)
+    np.testing.assert_allclose(same.outputs, result.outputs, atol=1e-6)
+    assert same.rows() == result.rows()
+
+    others = [name for name in backend.BACKENDS if name != backend.name()]
+    for name, (outputs, rows) in predict_on_backends(run_dir, case.inputs, others, tmp_path).items():
+        np.testing.assert_allclose(outputs, result.outputs, atol=TOLERANCE, err_msg=f"on {name}")
+        assert [row.get("label", row.get("translation", row.get("transcript"))) for row in rows] == \
+            [row.get("label", row.get("translation", row.get("transcript"))) for row in result.rows()]
+
+    exported = recipe.export(tmp_path / "export", "keras")
+    assert {"model.keras", "signature.json", *case.assets} <= _names(exported)
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["predict", str(run_dir), *case.cli_inputs(tmp_path), "--json"]) == 0
+    assert len(json.loads(printed.getvalue())) >= 1
+
+
+_PREDICT_SCRIPT = """
+import json, sys, numpy as np, kdl
+result = kdl.recipes.load(sys.argv[1]).predict(np.load(sys.argv[2]))
+np.save(sys.argv[3], result.outputs)
+open(sys.argv[4], "w").write(result.to_json())
+"""
+
+
+def predict_on_backends(run_dir, inputs, backends, folder):
+    """{backend: (outputs, rows)} of `predict(inputs)` on a saved run, each backend loading it in
+    its own process (a process has one backend)."""
+    np.save(folder / "inputs.npy", inputs)
+    results = {}
+    for name in backends:
+        outputs, rows = folder / f"{name}.npy", folder / f"{name}.json"
+        env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="2")
+        command = [sys.executable, "-c", _PREDICT_SCRIPT, str(run_dir), str(folder / "inputs.npy"),
+                   str(outputs), str(rows)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{name} could not load the run:\n{done.stderr[-3000:]}"
+        results[name] = np.load(outputs), json.loads(rows.read_text())
+    return results
+
+
+def _names(folder):
+    return {path.name for path in folder.iterdir()}
+
+
+# -- tiny data each case makes --------------------------------------------------------------------
+
+def tones(count, rate, frequencies=(250, 700, 1500), seed=0):
+    """`count` noisy tones per frequency, random phase and length 0.15-0.3 s: (waveforms, labels)."""
+    rng = np.random.default_rng(seed)
+    waves, labels = [], []
+    for label, frequency in enumerate(frequencies):
+        for _ in range(count):
+            t = np.arange(int(rng.uniform(0.15, 0.3) * rate)) / rate
+            sine = 0.5 * np.sin(2 * np.pi * frequency * t + rng.uniform(0, 6.3))       # random phase
+            waves.append((sine + 0.02 * rng.normal(size=len(t))).astype("float32"))
+            labels.append(label)
+    return waves, np.array(labels)
+
+
+def _digits_inputs():
+    from kdl.data import load_images
+
+    return np.stack([x for x, _ in load_images("digits", limit=40).splits["test"].take(3)
+                     .as_numpy_iterator()]).astype("float32")
+
+
+def _npy(name, array):
+    def write(folder):
+        np.save(folder / name, array)
+        return [str(folder / name)]
+    return write
+
+
+def _wav(waveform, rate):
+    return lambda folder: [str(write_wav(folder / "clip.wav", waveform, rate=rate))]
+
+
+RATE = 4000
+TEXTS = ["a fine film", "dull and slow", "great fun", "a mess", "lovely acting", "boring plot"] * 4
+LABELS = ["pos", "neg"] * 12
+SOURCES = ["a cat", "a dog", "two cats", "one dog", "a bird", "the man"] * 4
+TARGETS = ["eine Katze", "ein Hund", "zwei Katzen", "ein Hund", "ein Vogel", "der Mann"] * 4
+WAVES, CLASSES = tones(6, RATE)
+WORDS = ["low", "mid", "high"]                                            # the speech case's transcripts
+CLIPS = np.stack([np.pad(w, (0, 1200 - len(w))) for w in WAVES[::6]])      # (3, 1200): one per class
+
+CASES = {
+    "image_classifier": TaskCase(
+        "image_classifier",
+        lambda: kdl.recipes.image_classifier(limit=100, batch_size=16, filters=[4], dense=8),
+        _digits_inputs(), _npy("digits.npy", _digits_inputs())),
+    "text_classifier": TaskCase(
+        "text_classifier",
+        lambda: kdl.recipes.text_classifier((TEXTS, LABELS), model="cnn", batch_size=8, max_length=8,
+                                            vocabulary_size=40, embedding=8, filters=4),
+        np.array(["a fine plot", "dull film", ""]), lambda folder: ["great fun", "a mess"],
+        assets=("vocabulary.txt",)),
+    "translator": TaskCase(
+        "translator",
+        lambda: kdl.recipes.translator((SOURCES, TARGETS), data={"batch_size": 8}, max_length=8,
+                                       vocabulary_size=60, encoder_layers=1, decoder_layers=1, width=8,
+                                       heads=2, intermediate=16, beam_size=2, warmup_steps=1),
+        np.array(["a cat", "the dog"]), lambda folder: ["a bird", "--beam-size", "1"],
+        assets=("source_vocabulary.txt", "target_vocabulary.txt")),
+    "audio_classifier": TaskCase(
+        "audio_classifier",
+        lambda: kdl.recipes.audio_classifier((WAVES, CLASSES), sample_rate=RATE, max_seconds=0.3,
+                                             batch_size=6, mel_bins=16, filters=[4], dense=8),
+        CLIPS, _wav(CLIPS[0], RATE)),
+    "speech_recognizer": TaskCase(
+        "speech_recognizer",
+        lambda: kdl.recipes.speech_recognizer((WAVES, [WORDS[c] for c in CLASSES]), sample_rate=RATE,
+                                              max_seconds=0.3, batch_size=6, mel_bins=16, hop_ms=20.0,
+                                              width=8, blocks=1, channels=4),
+        CLIPS, _wav(CLIPS[1], RATE), assets=("characters.json",)),
+}
