@@ -135,3 +135,15 @@ def test_kdl_has_no_pickle():
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import|from)\s+(c?pickle|dill|joblib)\b", text, re.M), path
         assert "allow_pickle=True" not in text and "safe_mode=False" not in text, path
+
+
+def test_fit_into_another_tasks_run_refuses_before_writing_anything(tmp_path):
+    """Training into a directory that holds another task's run is refused before the first file
+    is written (it used to overwrite that run's checkpoint.keras and history.csv first)."""
+    run = shutil.copytree(REPO / "tests" / "fixtures" / "runs_v0_1_0" / "image_classifier", tmp_path / "run")
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    texts = (["a fine film", "dull and slow"] * 8, ["pos", "neg"] * 8)
+    recipe = kdl.recipes.text_classifier(texts, model="fasttext", epochs=1, max_length=4)
+    with pytest.raises(kdl.errors.ConfigError, match="holds a 'image_classifier' run; refusing"):
+        recipe.fit(out=run, verbose=0)
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before

@@ -40,7 +40,6 @@ class AudioClassifierConfig:
 class AudioClassifier(WaveformTask, Classifier):
     """Waveforms in, class names and probabilities out. Build it with `kdl.recipes.audio_classifier`."""
 
-    task = "audio_classifier"
     Config = AudioClassifierConfig
     model_kind = "audio_backbone"
     loader = staticmethod(load_audio)

@@ -45,7 +45,6 @@ class ImageClassifierConfig:
 class ImageClassifier(Classifier):
     """Images in, class names and probabilities out. Build it with `kdl.recipes.image_classifier`."""
 
-    task = "image_classifier"
     Config = ImageClassifierConfig
     model_kind = "image_backbone"
     loader = staticmethod(load_images)

@@ -1,7 +1,7 @@
 """The Recipe base: the one contract every task follows.
 
 A task declares its parts as class attributes (as keras-hub's `Task` declares `backbone_cls`
-and `preprocessor_cls`): `task` (its name in recipe files), `Config` (its config dataclass),
+and `preprocessor_cls`): `Config` (its config dataclass, whose `task` names it in recipe files),
 `model_kind` (the registry kind of `config.model.name`), `loader` (its `kdl.data` loader) and
 `Result` (what `predict` returns, scored by the task's `kdl.evaluation` function). It supplies a
 few hooks (build the model, its loss, turn raw inputs into a batch, predict on a batch). This
@@ -36,8 +36,8 @@ CHECKPOINT_FILE = "checkpoint.keras"    # written by fit(out=...) after each epo
 class Recipe:
     """A task recipe. Subclasses set the class attributes below and the hooks marked as such."""
 
-    task = None          # name in recipe files and run directories
-    Config = None        # the config dataclass: seed, data (a DataConfig), model (a ModelConfig), train
+    Config = None        # the config dataclass: task, seed, data (DataConfig), model (ModelConfig), train
+    task = None          # name in recipe files and run directories: Config's `task` default
     model_kind = None    # kdl.models registry kind of config.model.name, e.g. "image_backbone"
     loader = None        # kdl.data loader: loader(source, data_root=, seed=, **data fields) -> Dataset
     Result = None        # kdl.recipes.results type that predict returns
@@ -45,7 +45,8 @@ class Recipe:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.task:
+        if "Config" in cls.__dict__:        # a task (not a shared base such as Classifier)
+            cls.task = cls.Config.task
             RECIPES[cls.task] = cls
         if "build_model" in cls.__dict__:   # a bad model option: a ConfigError, not a Keras traceback
             cls.build_model = _clear_build_errors(cls.__dict__["build_model"])

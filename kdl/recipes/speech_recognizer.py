@@ -66,7 +66,6 @@ class SpeechRecognizerConfig:
 class SpeechRecognizer(WaveformTask, Recipe):
     """Waveforms in, transcripts out. Build it with `kdl.recipes.speech_recognizer`."""
 
-    task = "speech_recognizer"
     Config = SpeechRecognizerConfig
     model_kind = "speech_encoder"
     loader = staticmethod(load_transcripts)

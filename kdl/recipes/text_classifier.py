@@ -54,7 +54,6 @@ class TextClassifier(Classifier):
     the tf.data pipeline, and is saved as `vocabulary.txt` in the run directory.
     """
 
-    task = "text_classifier"
     Config = TextClassifierConfig
     model_kind = "text_backbone"
     loader = staticmethod(load_texts)

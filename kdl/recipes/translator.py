@@ -82,7 +82,6 @@ class Translator(Recipe):
     cut to that length, with a warning that counts them.
     """
 
-    task = "translator"
     Config = TranslatorConfig
     model_kind = "translation_backbone"
     loader = staticmethod(load_parallel)
