@@ -1,9 +1,10 @@
 """Training callbacks: the ones kdl adds to every fit, and `EpochLine` for `kdl train --quiet`.
 
-`DivergenceStop` stops training at the first batch whose loss is NaN or infinite, keeps the
-last good per-epoch checkpoint (Keras' ModelCheckpoint would otherwise overwrite it with the
-diverged weights at the end of that epoch), and `raise_if_diverged()` then raises
-`kdl.errors.TrainingDiverged`, naming the epoch, the step and the checkpoint.
+`DivergenceStop` stops training at the first batch whose loss is NaN or infinite, and
+`raise_if_diverged()` then raises `kdl.errors.TrainingDiverged`, naming the epoch, the step and
+the last good checkpoint. `Checkpoint` writes that per-epoch checkpoint: to a temporary file,
+synced, then renamed over the last one, so a kill or a full disk never leaves a partial
+checkpoint where a good one was, and it skips an epoch that diverged.
 
 Steps are counted from 1 within an epoch, as Keras reports them to callbacks: with
 `steps_per_execution` > 1 (JAX, TensorFlow) Keras reports once per execution, so the step
@@ -23,7 +24,7 @@ import time
 import keras
 import numpy as np
 
-from kdl.errors import TrainingDiverged
+from kdl.errors import RunError, TrainingDiverged
 
 
 class DivergenceStop(keras.callbacks.Callback):
@@ -34,10 +35,6 @@ class DivergenceStop(keras.callbacks.Callback):
         self.checkpoint = pathlib.Path(checkpoint) if checkpoint is not None else None
         self.diverged = None    # (epoch, step, loss), both counted from 1, once it happened
         self._epoch = 0
-
-    @property
-    def _kept(self):
-        return self.checkpoint.with_name(f".{self.checkpoint.name}.last-good")
 
     def on_train_begin(self, logs=None):
         self.diverged = None
@@ -55,16 +52,6 @@ class DivergenceStop(keras.callbacks.Callback):
         self.diverged = (self._epoch + 1, batch + 1, loss)
         if self.model is not None:
             self.model.stop_training = True
-        if self.checkpoint is not None and self.checkpoint.is_file():
-            os.replace(self.checkpoint, self._kept)   # ModelCheckpoint will write the bad weights
-
-    def on_train_end(self, logs=None):
-        if self.diverged is None or self.checkpoint is None:
-            return
-        if self._kept.is_file():
-            os.replace(self._kept, self.checkpoint)   # put the last good checkpoint back
-        elif self.checkpoint.is_file():
-            os.remove(self.checkpoint)                 # diverged in the first epoch: no good one
 
     def raise_if_diverged(self):
         """Raise TrainingDiverged if the last fit stopped on a NaN/Inf loss."""
@@ -83,6 +70,32 @@ class DivergenceStop(keras.callbacks.Callback):
             f"training diverged: the loss became {loss} at epoch {epoch}, step {step}; training "
             f"stopped there. {where}. Lower train.learning_rate, or use gradient clipping or a "
             "schedule.")
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Save the model to `path` at the end of every epoch that did not diverge (`divergence`, a
+    DivergenceStop), atomically: a full disk is a RunError, and the last good checkpoint stays."""
+
+    def __init__(self, path, divergence):
+        super().__init__()
+        self.path, self.divergence = pathlib.Path(path), divergence
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.divergence.diverged is not None:
+            return
+        partial = self.path.with_name(f".{self.path.stem}.partial.keras")
+        try:
+            self.model.save(partial)
+            with open(partial, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(partial, self.path)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            kept = (f"the checkpoint of the last good epoch is kept: {str(self.path)!r}"
+                    if self.path.is_file() else "no checkpoint was written yet")
+            raise RunError(f"cannot write the checkpoint of epoch {epoch + 1} to {str(self.path)!r}: "
+                           f"{error.strerror or error}; {kept}. Free some space (or choose another "
+                           "--out) and run the same command again to resume.") from None
 
 
 class EpochLine(keras.callbacks.Callback):

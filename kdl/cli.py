@@ -16,6 +16,7 @@ and exits with status 1.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -51,8 +52,9 @@ def _info(args):
 
 
 def _train(args):
-    from kdl import recipes
+    from kdl import recipes, runs
     from kdl.callbacks import EpochLine
+    from kdl.recipes.recipe import CHECKPOINT_FILE, check_run_directory
 
     path = pathlib.Path(args.recipe)
     overrides = args.set + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
@@ -68,16 +70,25 @@ def _train(args):
           f"{recipe.config.data.source!r}) on {backend.name()} [{', '.join(backend.devices())}]",
           flush=True)
     lines = [EpochLine(recipe.config.train.epochs)] if args.quiet else []   # instead of the bar
-    start = time.perf_counter()
-    recipe.fit(out=out, verbose=0 if args.quiet else "auto", callbacks=lines)
-    seconds = time.perf_counter() - start
-    report = recipe.evaluate(args.split)
-    report.meta["fit_seconds"] = round(seconds, 2)
-    print(report)
-    if not distribute.is_chief():     # process 0 of a multi-process run writes the run directory
-        return
-    recipe.save(out)
-    print(f"kdl: fit took {seconds:.1f} s on {backend.name()}; run saved to {out}")
+    chief = distribute.is_chief()     # process 0 of a multi-process run writes the run directory
+    check_run_directory(out, recipe.task)
+    try:
+        with runs.lock(out) if chief else contextlib.nullcontext():   # fit, evaluate and save as one
+            start = time.perf_counter()
+            recipe.fit(out=out, verbose=0 if args.quiet else "auto", callbacks=lines)
+            seconds = time.perf_counter() - start
+            report = recipe.evaluate(args.split)
+            report.meta["fit_seconds"] = round(seconds, 2)
+            print(report)
+            if chief:
+                recipe.save(out)
+    except KeyboardInterrupt:
+        checkpoint = out / CHECKPOINT_FILE
+        kept = f"; the last finished epoch is in {checkpoint}" if checkpoint.is_file() else ""
+        print(f"kdl: interrupted{kept}. Run the same command again to resume from {out}.", file=sys.stderr)
+        return 130
+    if chief:
+        print(f"kdl: fit took {seconds:.1f} s on {backend.name()}; run saved to {out}")
 
 
 def _evaluate(args):

@@ -27,3 +27,8 @@ class BackendError(KdlError, RuntimeError):
 class TrainingDiverged(KdlError, RuntimeError):
     """The training loss became NaN or infinite; the message names the epoch, the step and the
     last good checkpoint."""
+
+
+class RunError(KdlError, OSError):
+    """A run directory cannot be written (disk full, no permission), is in use by another
+    process, or holds something that is not a kdl run of this task."""

@@ -14,6 +14,10 @@ directory is renamed back; a leftover `.NAME.kdl-new` is an unfinished write and
 a leftover `.NAME.kdl-old` beside a present NAME is a finished swap and is removed.
 `kdl.recipes.load` only renames back; it deletes nothing.
 
+`lock(path)` holds a run directory for one process (a `.kdl-lock` file made with O_EXCL, naming
+its pid and host): a second trainer or saver on the same directory fails at once with a message
+naming the holder; a lock left by a process that no longer runs (same host) is taken over.
+
 `load_model` reads a `.keras` file in Keras' safe mode and refuses files with `Lambda`
 layers (loading one runs Python code stored in the file) unless `unsafe=True`.
 
@@ -25,15 +29,20 @@ layers (loading one runs Python code stored in the file) unless `unsafe=True`.
 ['history.csv', 'model.keras']
 """
 
+import contextlib
 import json
 import os
 import pathlib
 import shutil
+import socket
+import time
 import zipfile
 
-from kdl.errors import ConfigError, DataError
+from kdl.errors import ConfigError, DataError, RunError
 
 NEW, OLD = ".kdl-new", ".kdl-old"
+LOCK_FILE = ".kdl-lock"
+_held = {}    # resolved run directory -> how many nested `lock`s this process holds on it
 
 
 def _siblings(path):
@@ -65,9 +74,11 @@ def write_directory(path, fill, replaces=(), keep_others=True):
         if path.exists() and not path.is_dir():
             raise ConfigError(f"cannot save to {str(path)!r}: it is a file, not a directory")
         new.mkdir(parents=True)
+        if path.is_dir():
+            shutil.copymode(path, new)      # never widen (or narrow) the permissions of a user's folder
     except OSError as error:
-        raise ConfigError(f"cannot write the directory {str(path)!r}: {error.strerror or error} "
-                          f"({error.filename or path}); choose a writable folder") from None
+        raise RunError(f"cannot write the directory {str(path)!r}: {error.strerror or error} "
+                       f"({error.filename or path}); choose a writable folder") from None
     try:
         fill(new)
         if path.is_dir() and keep_others:
@@ -81,8 +92,8 @@ def write_directory(path, fill, replaces=(), keep_others=True):
     except OSError as error:
         shutil.rmtree(new, ignore_errors=True)
         recover(path)
-        raise ConfigError(f"cannot write the directory {str(path)!r}: {error.strerror or error} "
-                          f"({error.filename or path})") from None
+        raise RunError(f"cannot write the directory {str(path)!r}: {error.strerror or error} "
+                       f"({error.filename or path}); the previous contents are unchanged") from None
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         recover(path)
@@ -91,8 +102,11 @@ def write_directory(path, fill, replaces=(), keep_others=True):
 
 
 def _carry(source, target):
-    """Hard-link (or copy, across file systems) a file or folder into the new directory."""
-    if source.is_dir():
+    """Hard-link (or copy, across file systems) a file or folder into the new directory; a
+    symbolic link is carried as the same link."""
+    if source.is_symlink():
+        os.symlink(os.readlink(source), target, target_is_directory=source.is_dir())
+    elif source.is_dir():
         shutil.copytree(source, target, copy_function=_link_or_copy)
     else:
         _link_or_copy(source, target)
@@ -104,6 +118,89 @@ def _link_or_copy(source, target):
     except OSError:
         shutil.copy2(source, target)
     return target
+
+
+@contextlib.contextmanager
+def lock(path):
+    """Hold run directory `path` (created if missing) for this process while the block runs;
+    nested locks on the same directory in one process are one lock. Raises RunError naming the
+    holder when another live process holds it."""
+    path = pathlib.Path(path)
+    key = path.resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield path
+        finally:
+            _held[key] -= 1
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot write the directory {str(path)!r}: {error.strerror or error} "
+                       f"({error.filename or path}); choose a writable folder") from None
+    file = path / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    _acquire(file, me)
+    _held[key] = 1
+    try:
+        yield path
+    finally:
+        del _held[key]
+        if _read_lock(file) == me:
+            file.unlink(missing_ok=True)
+
+
+def _acquire(file, me):
+    for _ in range(3):
+        try:
+            descriptor = os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(file)
+            if not _stale(holder, file):
+                raise RunError(f"{str(file.parent)!r} is in use by process {holder.get('pid')} on "
+                               f"{holder.get('host')} since {holder.get('since')} (its lock file is "
+                               f"{file.name}); wait for it to finish, or choose another directory. "
+                               "A lock left by a process that no longer runs is taken over.") from None
+            aside = file.with_name(f"{file.name}.stale-{os.getpid()}")
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(file, aside)          # one taker wins the rename
+                if _read_lock(aside) != holder:  # it was renewed meanwhile: give it back
+                    os.replace(aside, file)
+                aside.unlink(missing_ok=True)
+            continue
+        except OSError as error:
+            raise RunError(f"cannot write {str(file)!r}: {error.strerror or error}") from None
+        with os.fdopen(descriptor, "w") as out:
+            json.dump(me, out)
+        return
+    raise RunError(f"could not take the lock {str(file)!r}: other processes keep taking it")
+
+
+def _read_lock(file):
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _stale(holder, file):
+    """True for the lock of a process on this host that no longer runs, or an empty lock file
+    older than a minute (its writer was killed before writing it)."""
+    if not holder:
+        try:
+            return time.time() - file.stat().st_mtime > 60
+        except FileNotFoundError:
+            return True
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, KeyError, TypeError):
+        return False
+    return False
 
 
 def load_model(path, unsafe=False):

@@ -14,7 +14,7 @@ import pytest
 import kdl
 from kdl.cli import main
 from kdl.data import load_images, load_texts
-from kdl.errors import ConfigError, DataError
+from kdl.errors import ConfigError, DataError, RunError
 
 TEXTS, LABELS = ["good film", "bad film", "great movie", "awful movie"] * 5, [1, 0, 1, 0] * 5
 
@@ -210,7 +210,7 @@ CASES = [
     ("save over a run of another task", lambda f, r: _trained(r).save(f("text_run")), ConfigError,
      "holds a 'text_classifier' run; refusing to overwrite"),
     ("save to a file", lambda f, r: _trained(r).save(f("a_file")), ConfigError, "is a file"),
-    ("save under a file", lambda f, r: _trained(r).save(f("a_file") / "run"), ConfigError,
+    ("save under a file", lambda f, r: _trained(r).save(f("a_file") / "run"), RunError,
      "cannot write the directory"),
     ("unknown export format", lambda f, r: _trained(r).export(f("empty") / "x", "tflite"), ConfigError,
      "unknown export format 'tflite'"),

@@ -5,6 +5,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from kdl.cli import main
 from kdl.errors import TrainingDiverged
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+DIGITS = str(REPO / "recipes" / "image_classification" / "digits_cnn.toml")
 
 
 def _tiny(**overrides):
@@ -73,7 +75,7 @@ def test_an_error_while_writing_leaves_the_old_run_untouched(runs_dir, tmp_path)
         raise OSError(28, "No space left on device")
 
     recipe.save_assets = disk_full                     # fails after model.keras was written
-    with pytest.raises(kdl.errors.ConfigError, match="No space left on device"):
+    with pytest.raises(kdl.errors.RunError, match="No space left on device"):
         recipe.save(target)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
@@ -147,3 +149,91 @@ def test_fit_into_another_tasks_run_refuses_before_writing_anything(tmp_path):
     with pytest.raises(kdl.errors.ConfigError, match="holds a 'image_classifier' run; refusing"):
         recipe.fit(out=run, verbose=0)
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """A full disk during the checkpoint of epoch 2 (an injected ENOSPC) is one clear error, and
+    the checkpoint of epoch 1 stays whole and loadable: never a truncated one in its place."""
+    saves = []
+    real_save = keras.Model.save
+
+    def save_until_full(model, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:
+            pathlib.Path(path).write_bytes(b"PK\x03\x04 half a zip")     # what a full disk leaves
+            raise OSError(28, "No space left on device")
+        return real_save(model, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", save_until_full)
+    recipe = _tiny(epochs=3)
+    with pytest.raises(kdl.errors.RunError, match="checkpoint of epoch 2 .*No space left on device.*last "):
+        recipe.fit(out=tmp_path / "run", verbose=0)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if not p.name.startswith(".kdl")) == [
+        "backup", "checkpoint.keras", "history.csv", "recipe.toml"]
+    assert kdl.runs.load_model(tmp_path / "run" / "checkpoint.keras").count_params() > 0
+
+
+_HOLD_SCRIPT = """
+import sys, time
+from kdl import runs
+with runs.lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_trainer_on_the_same_run_fails_at_once_naming_the_holder(tmp_path, capsys):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_SCRIPT, str(run)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["train", DIGITS, "--out", str(run), "--epochs", "1"]) == 1
+        error = capsys.readouterr().err
+        assert error.startswith("kdl: error: ") and f"in use by process {holder.pid}" in error
+        assert sorted(p.name for p in run.iterdir()) == [".kdl-lock"]          # nothing was written
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its stale lock is taken over, and released at the end
+    assert _tiny(epochs=1).fit(out=run, verbose=0) is not None
+    assert not (run / ".kdl-lock").exists()
+
+
+def test_saving_keeps_a_run_folders_mode_and_links_and_refuses_a_users_folder(runs_dir, tmp_path):
+    run = shutil.copytree(runs_dir / "a", tmp_path / "run")
+    (tmp_path / "notes").mkdir()
+    (run / "notes").symlink_to(tmp_path / "notes", target_is_directory=True)
+    run.chmod(0o700)
+    kdl.recipes.load(runs_dir / "b").save(run)
+    assert (run.stat().st_mode & 0o777) == 0o700 and (run / "notes").is_symlink()
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"mine")
+    with pytest.raises(kdl.errors.ConfigError, match="not empty and is not a kdl run .*holiday.jpg"):
+        kdl.recipes.load(runs_dir / "a").save(folder)
+    with pytest.raises(kdl.errors.ConfigError, match="not empty and is not a kdl run"):
+        _tiny().fit(out=folder, verbose=0)
+    assert sorted(p.name for p in folder.iterdir()) == ["holiday.jpg"]
+
+
+def test_ctrl_c_during_kdl_train_is_one_line_and_the_same_command_resumes(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "kdl", "train", DIGITS,
+               "--quiet", "--out", str(run), "--set", "data.limit=600"]
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    training = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=environment)
+    for line in training.stdout:
+        if line.startswith("epoch 2/"):
+            training.send_signal(signal.SIGINT)
+            break
+    _, error = training.communicate(timeout=120)
+    assert training.returncode == 130, error[-2000:]
+    assert "Traceback" not in error and "kdl: interrupted; the last finished epoch is in" in error
+    assert (run / "backup").is_dir() and not (run / ".kdl-lock").exists()
+    again = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "epoch 1/" not in again.stdout and "epoch 20/20" in again.stdout      # it resumed

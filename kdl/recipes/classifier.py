@@ -31,5 +31,8 @@ class Classifier(Recipe):
         labels = np.concatenate([y for _, y in batches.as_numpy_iterator()])
         return Classification.from_probabilities(probabilities, self.class_names), labels
 
+    def output_width(self):
+        return len(self.config.data.class_names) if self.config.data.class_names else None
+
     def save_report_extras(self, path):
         self.report.plot_confusion_matrix(path / "confusion_matrix.png")

@@ -14,9 +14,11 @@ fit (assets written before the first step), evaluate, predict, save/load, export
 >>> recipe.predict(images).rows()                      # doctest: +SKIP
 """
 
+import contextlib
 import difflib
 import functools
 import inspect
+import os
 import pathlib
 import tomllib
 
@@ -24,13 +26,14 @@ import keras
 
 from kdl import backend, distribute, runs
 from kdl import config as configs
-from kdl.callbacks import DivergenceStop
+from kdl.callbacks import Checkpoint, DivergenceStop
 from kdl.config import TrainConfig  # noqa: F401  (re-exported: kdl.recipes.TrainConfig)
-from kdl.errors import ConfigError, DataError, KdlError
+from kdl.errors import ConfigError, DataError, KdlError, RunError
 
 RECIPES = {}  # task name -> Recipe subclass, filled by subclasses' `task`
 MODEL_FILE, CONFIG_FILE, REPORT_FILE = "model.keras", "recipe.toml", "report.json"
 CHECKPOINT_FILE = "checkpoint.keras"    # written by fit(out=...) after each epoch
+TRAINING_FILES = {CHECKPOINT_FILE, "history.csv", "backup", runs.LOCK_FILE}   # fit(out=...) leaves them
 
 
 class Recipe:
@@ -114,6 +117,11 @@ class Recipe:
     def save_report_extras(self, path):
         """Extra report files (plots) a task writes beside report.json."""
 
+    def output_width(self):
+        """How many values per position the model must output for this config and its assets
+        (classes, target vocabulary, characters + blank); None when it has no fixed width."""
+        return None
+
     # -- shared behaviour --------------------------------------------------------------
     @functools.cached_property
     def data(self):
@@ -137,14 +145,19 @@ class Recipe:
     def fit(self, epochs=None, *, out=None, verbose="auto", callbacks=(), steps_per_epoch=None):
         """Train (or keep training) the model; returns the Keras History.
 
-        `out`: a run directory that receives the task's assets before the first step, then
-        `history.csv` and a per-epoch checkpoint, so a run killed mid-training is usable.
-        `steps_per_epoch`: stop each epoch after this many batches (default: the whole split).
+        `out`: a run directory (checked, then locked against other processes, before anything
+        is written) that receives recipe.toml and the task's assets before the first step, then
+        `history.csv` and a per-epoch checkpoint, so a run killed mid-training is usable and
+        the same call resumes it. `steps_per_epoch`: stop each epoch after this many batches.
         """
-        train = self.config.train
-        epochs = train.epochs if epochs is None else epochs
         if out is not None:
             check_run_directory(out, self.task)
+        with runs.lock(out) if out is not None else contextlib.nullcontext():
+            return self._fit(epochs, out, verbose, callbacks, steps_per_epoch)
+
+    def _fit(self, epochs, out, verbose, callbacks, steps_per_epoch):
+        train = self.config.train
+        epochs = train.epochs if epochs is None else epochs
         backend.set_seed(self.config.seed)
         backend.use_exact_float32()
         with distribute.scope(train.distribute, train.precision) as plan:   # no-op for single/fp32
@@ -157,15 +170,36 @@ class Recipe:
             validation = None if validation is None else plan.dataset(validation)
             run_dir = plan.run_dir(out)
             if run_dir is not None:
-                pathlib.Path(run_dir).mkdir(parents=True, exist_ok=True)
-                self.save_assets(pathlib.Path(run_dir))
-            self.history = self.model.fit(
-                plan.dataset(train_batches), validation_data=validation, epochs=epochs,
-                callbacks=self._callbacks(run_dir, validation) + list(callbacks),
-                steps_per_epoch=steps_per_epoch, shuffle=False,  # tf.data shuffles
-                verbose=verbose)
+                self._write_config_and_assets(pathlib.Path(run_dir))
+            try:
+                self.history = self.model.fit(
+                    plan.dataset(train_batches), validation_data=validation, epochs=epochs,
+                    callbacks=self._callbacks(run_dir, validation) + list(callbacks),
+                    steps_per_epoch=steps_per_epoch, shuffle=False,  # tf.data shuffles
+                    verbose=verbose)
+            except RunError:
+                raise
+            except OSError as error:       # history.csv or the backup: a full disk, a lost mount
+                raise RunError(f"cannot write to the run directory {str(run_dir)!r}: "
+                               f"{error.strerror or error} ({error.filename}); its last good "
+                               "checkpoint is kept; free some space and run the same command again "
+                               "to resume") from None
         self._divergence.raise_if_diverged()     # TrainingDiverged: names epoch, step, checkpoint
         return self.history
+
+    def _write_config_and_assets(self, folder):
+        """recipe.toml (atomically) and the task's assets, before training writes anything else."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = folder / f".{CONFIG_FILE}.partial"
+            header = "Config of a run in training (recipe.save() rewrites it when the run is saved)."
+            partial.write_text(configs.to_toml(self.config, header), encoding="utf-8")
+            os.replace(partial, folder / CONFIG_FILE)
+            self.save_assets(folder)
+        except OSError as error:
+            raise RunError(f"cannot write to the run directory {str(folder)!r}: "
+                           f"{error.strerror or error} ({error.filename}); choose a writable folder "
+                           "with free space") from None
 
     def evaluate(self, split="test"):
         """Score the model on `split` with kdl.evaluation; returns (and keeps) the Report."""
@@ -209,6 +243,10 @@ class Recipe:
         self._require_model("save")
         path = pathlib.Path(path)
         check_run_directory(path, self.task)
+        with runs.lock(path):
+            return self._save(path)
+
+    def _save(self, path):
 
         def fill(tmp):
             self.model.save(tmp / MODEL_FILE)
@@ -288,7 +326,7 @@ class Recipe:
 
     def _callbacks(self, out, validation):
         self._divergence = DivergenceStop(None if out is None else pathlib.Path(out) / CHECKPOINT_FILE)
-        callbacks = [self._divergence]
+        callbacks = [self._divergence]        # first: the checkpoint below skips a diverged epoch
         patience = self.config.train.early_stopping
         if patience:
             monitor = "val_loss" if validation is not None else "loss"
@@ -299,7 +337,7 @@ class Recipe:
             resuming = (out / "backup").is_dir()    # a killed run left its backup: pick it up
             callbacks.append(keras.callbacks.BackupAndRestore(str(out / "backup")))  # deleted at the end
             callbacks += [keras.callbacks.CSVLogger(str(out / "history.csv"), append=resuming),
-                          keras.callbacks.ModelCheckpoint(str(out / CHECKPOINT_FILE))]
+                          Checkpoint(out / CHECKPOINT_FILE, self._divergence)]
         return callbacks
 
     def __repr__(self):
@@ -309,10 +347,16 @@ class Recipe:
 
 
 def check_run_directory(path, task):
-    """Refuse, before anything is written, a directory that holds another task's run or a
-    model file that is not a kdl run (so neither fit nor save can overwrite it)."""
+    """Refuse, before anything is written, a path that cannot be a run directory of `task`: a
+    file, the current directory, a directory that holds another task's run, or a non-empty
+    directory that is not a kdl run (a user's folder is never written into or replaced)."""
     path = pathlib.Path(path)
     runs.recover(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} is a file; a run directory must be a folder. Choose another --out.")
+    if path.resolve() == pathlib.Path.cwd().resolve():
+        raise ConfigError(f"{path} is the current directory; a run needs a folder of its own "
+                          "(e.g. runs/NAME). Choose another --out.")
     if (path / CONFIG_FILE).exists():
         found = _read_toml(path / CONFIG_FILE).get("task")
         if found != task:
@@ -321,6 +365,12 @@ def check_run_directory(path, task):
     elif path.is_dir() and (path / MODEL_FILE).exists():
         raise ConfigError(f"{path} holds a {MODEL_FILE} without {CONFIG_FILE}, not a kdl run "
                           "of this task; refusing to overwrite it. Choose another directory.")
+    elif path.is_dir():
+        others = sorted(p.name for p in path.iterdir() if p.name not in TRAINING_FILES)
+        if others:
+            raise ConfigError(f"{path} is not empty and is not a kdl run (it holds "
+                              f"{', '.join(others[:5])}{' ...' * (len(others) > 5)}); refusing to "
+                              "write into it. Choose a new or empty directory.")
 
 
 def create(task, overrides=(), data_root=None):
@@ -351,11 +401,19 @@ def load(path, overrides=(), data_root=None, *, unsafe=False):
     if path.is_dir():
         model_path = path / MODEL_FILE
         if not model_path.is_file():
-            raise ConfigError(f"run directory {str(path)!r} has no {MODEL_FILE}")
+            training = (f"; its training did not finish: run the same `kdl train ... --out {path}` again to "
+                        f"resume it (the last finished epoch is in {CHECKPOINT_FILE})"
+                        if (path / CHECKPOINT_FILE).is_file() else "")
+            raise ConfigError(f"run directory {str(path)!r} has no {MODEL_FILE}{training}")
         model = runs.load_model(model_path, unsafe=unsafe)  # uncompiled: fit() compiles for this backend
     recipe = cls(config, data_root=data_root, model=model)
     if path.is_dir():
         recipe.load_assets(path)
+        expected, width = recipe.output_width(), model.output_shape[-1]
+        if expected is not None and expected != width:
+            raise ConfigError(f"run directory {str(path)!r} does not hold together: its recipe.toml and "
+                              f"assets call for {expected} outputs per position but {MODEL_FILE} has "
+                              f"{width}; the files come from different runs")
     return recipe
 
 

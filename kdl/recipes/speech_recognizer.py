@@ -98,6 +98,9 @@ class SpeechRecognizer(WaveformTask, Recipe):
                                         data.sample_rate, encoder=model.name, features=features,
                                         spec_augment=augment, seed=self.config.seed, **model.options)
 
+    def output_width(self):
+        return len(self.characters) + 1       # id 0 is the CTC blank
+
     def compile_arguments(self):
         return {"loss": keras.losses.CTC()}
 

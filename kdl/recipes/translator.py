@@ -208,6 +208,9 @@ class Translator(Recipe):
         """`predict(texts, ...).translations`: a list of readable strings."""
         return self.predict(texts, beam_size=beam_size, length_penalty=length_penalty).translations
 
+    def output_width(self):
+        return self.tokenizers["target"].vocabulary_size
+
     # -- export ---------------------------------------------------------------------------------------
     def export_sample(self):
         from kdl import export
