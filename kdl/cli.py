@@ -109,17 +109,23 @@ def _predict(args, task=None):
                        f"(`kdl predict` works for every task)")
     options = {name: getattr(args, name) for name in ("beam_size", "decoder")
                if getattr(args, name, None) is not None}
-    rows = []
+    rows, failed = [], 0
     for item in args.inputs:
-        result = recipe.predict(_inputs_of(item, args.text), **options)
+        try:      # a bad file is reported on its own line; the other inputs are still predicted
+            result = recipe.predict(_inputs_of(item, args.text), **options)
+        except DataError as error:
+            print(f"kdl: error: {error}", file=sys.stderr)
+            failed += 1
+            continue
         for index, (row, line) in enumerate(zip(result.rows(args.top_k), result.lines(args.top_k))):
             name = item if len(result) == 1 else f"{item}[{index}]"
             rows.append(({"input": name, **row}, line))
     if args.json:
         print(json.dumps([row for row, _ in rows], indent=2, ensure_ascii=False))
-        return
-    for row, line in rows:
-        print(f"{row['input']}\t{line}")
+    else:
+        for row, line in rows:
+            print(f"{row['input']}\t{line}")
+    return 1 if failed else 0
 
 
 def _compare(args):

@@ -96,3 +96,17 @@ def test_unknown_backend_names_the_choices():
     done = _kdl("--backend", "jaxx", "info")
     assert done.returncode == 2
     assert "invalid choice: 'jaxx'" in done.stderr and "'jax', 'tensorflow', 'torch'" in done.stderr
+
+
+def test_predict_reports_a_bad_file_and_still_predicts_the_good_ones(run_dir, tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 200, "uint8")).save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert main(["predict", str(run_dir), str(tmp_path / "bad.png"), str(tmp_path / "good.png")]) == 1
+    printed = capsys.readouterr()
+    assert printed.out.startswith(f"{tmp_path / 'good.png'}\t") and len(printed.out.splitlines()) == 1
+    assert printed.err.startswith("kdl: error: ") and "bad.png" in printed.err
+    assert main(["predict", str(run_dir), str(tmp_path / "good.png"), "--top-k", "11"]) == 1
+    assert "top k must be a whole number from 1 to 10 (the number of classes); got 11" in \
+        capsys.readouterr().err

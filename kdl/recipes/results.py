@@ -17,6 +17,7 @@ import json
 import numpy as np
 
 from kdl import evaluation
+from kdl.errors import ConfigError
 
 
 class Result:
@@ -64,7 +65,10 @@ class Classification(Result):
         return self.probabilities
 
     def top(self, k=3):
-        """Per input, the k most likely (class name, probability) pairs."""
+        """Per input, the k most likely (class name, probability) pairs (1 <= k <= classes)."""
+        if not (isinstance(k, int) and 1 <= k <= len(self.class_names)):
+            raise ConfigError(f"top k must be a whole number from 1 to {len(self.class_names)} (the "
+                              f"number of classes); got {k!r}")
         order = np.argsort(-self.probabilities, axis=-1)[:, :k]
         return [[(self.class_names[i], float(row[i])) for i in top] for top, row in
                 zip(order, self.probabilities)]
