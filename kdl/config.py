@@ -22,6 +22,7 @@ True
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -92,15 +93,20 @@ def check_ranges(config, _prefix=""):
         if dataclasses.is_dataclass(value):
             check_ranges(value, name + ".")
             continue
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        bounds = field.metadata
-        if bounds.get("at_least") is not None and not value >= bounds["at_least"]:
-            raise ConfigError(f"{name} must be at least {bounds['at_least']}; got {value!r}")
-        if bounds.get("above") is not None and not value > bounds["above"]:
-            raise ConfigError(f"{name} must be more than {bounds['above']}; got {value!r}")
-        if bounds.get("below") is not None and not value < bounds["below"]:
-            raise ConfigError(f"{name} must be less than {bounds['below']}; got {value!r}")
+        _check_bounds(field, value, name)
+
+
+def _check_bounds(field, value, name):
+    """Raise ConfigError, naming the setting `name`, for a number outside `field`'s bounds."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    bounds = field.metadata
+    if bounds.get("at_least") is not None and not value >= bounds["at_least"]:
+        raise ConfigError(f"{name} must be at least {bounds['at_least']}; got {value!r}")
+    if bounds.get("above") is not None and not value > bounds["above"]:
+        raise ConfigError(f"{name} must be more than {bounds['above']}; got {value!r}")
+    if bounds.get("below") is not None and not value < bounds["below"]:
+        raise ConfigError(f"{name} must be less than {bounds['below']}; got {value!r}")
 
 
 def loader_options(data):
@@ -139,7 +145,7 @@ def from_toml(cls, text, where="recipe"):
 
 
 def from_dict(cls, values, where="recipe"):
-    """Build config `cls` from nested dicts, checking every key and value type."""
+    """Build config `cls` from nested dicts, checking every key, value type and bound."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a table of settings, got {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -149,6 +155,7 @@ def from_dict(cls, values, where="recipe"):
         if key not in fields:
             raise ConfigError(f"{where}: unknown setting {key!r}{_suggest(key, fields)}")
         kwargs[key] = _convert(hints[key], value, f"{where}: {key}")
+        _check_bounds(fields[key], kwargs[key], f"{where}: {key}")
     return cls(**kwargs)
 
 
@@ -202,16 +209,31 @@ def _convert(hint, value, where):
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if hint in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _number(hint, value, where)
     if origin in (list, tuple) and isinstance(value, (list, tuple)):
         return [_convert(args[0], v, where) for v in value] if args else list(value)
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return {key: _convert(args[1], v, f"{where}.{key}") for key, v in value.items()}
     expected = origin or hint
     if expected is typing.Any or (isinstance(value, expected) and not
                                   (isinstance(value, bool) and expected in (int, float))):
         return value
     name = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{where}: expected {name}, got {value!r} ({type(value).__name__})")
+
+
+def _number(hint, value, where):
+    """An int or float setting, checked: an int fits int64 (what every backend takes), a float is
+    finite; an int is accepted as a float."""
+    if isinstance(value, int) and not -2**63 <= value < 2**63:
+        raise ConfigError(f"{where}: expected {hint.__name__} from -2**63 to 2**63 - 1, got an int of "
+                          f"{value.bit_length()} bits")
+    if hint is int and isinstance(value, float):
+        raise ConfigError(f"{where}: expected int, got {value!r} (float)")
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return hint(value)
 
 
 def _suggest(key, known):

@@ -5,8 +5,16 @@ import os
 import pathlib
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # before TensorFlow is first imported
+
+# Hypothesis (tests/test_fuzz_readers.py): "kdl" is quick and the same on every run;
+# HYPOTHESIS_PROFILE=long, or the `-m slow` fuzz tests, run many random examples.
+FUZZ = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("kdl", max_examples=40, derandomize=True, **FUZZ)
+settings.register_profile("long", max_examples=500, print_blob=True, **FUZZ)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "kdl"))
 
 collect_ignore = ["fixtures"]    # saved runs and the script that made them, not tests
 

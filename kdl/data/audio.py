@@ -26,7 +26,7 @@ Transcript sources (`load_transcripts`):
 - arrays: `(waveforms, transcripts)` or `{"train": ..., "test": ...}`.
 
 WAV files are read by `kdl.data.io.read_wav` (the standard library `wave` module, 8/16/24/32-bit
-PCM), mixed down to mono (the mean of the channels) and resampled to `sample_rate`
+PCM at 1 to 768 kHz), mixed down to mono (the mean of the channels) and resampled to `sample_rate`
 (`scipy.signal.resample_poly`).
 
 The pad/crop rule: every clip becomes exactly `num_samples = round(max_seconds * sample_rate)`

@@ -55,7 +55,7 @@ class Dataset:
 
 def class_names_for(labels, class_names):
     """`class_names`, or "0".."max label", after checking every label indexes one (and there are 2+)."""
-    num_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
+    num_classes = len(class_names) if class_names is not None else int(labels.max(initial=-1)) + 1
     outside = np.unique(labels[(labels < 0) | (labels >= num_classes)])
     if outside.size:
         basis = "len(class_names)" if class_names is not None else "max label + 1"

@@ -10,7 +10,9 @@ each a `tf.data.Dataset` of unbatched `(image, label)` pairs: HWC images with pi
 - `"tfds:NAME"`: a TensorFlow Datasets dataset, e.g. `"tfds:cifar10"`;
 - arrays: `(x, y)` or `{"train": (x, y), "test": (x, y)}`.
 
-A source without a test split of its own gets a fixed, stratified 20% test split.
+A source without a test split of its own gets a fixed, stratified 20% test split. An image folder
+is decoded in full when it is loaded (by PIL, as `predict` decodes a path: `read_image`), so a
+corrupt, truncated or too large file is a DataError naming it then, not a tf.data error mid-fit.
 
 >>> data = load_images("digits", validation_split=0.1)
 >>> data.info.num_examples
@@ -22,13 +24,16 @@ A source without a test split of its own gets a fixed, stratified 20% test split
 ('uint8', [8, 8, 1], 'int32')
 """
 
+import contextlib
 import functools
 import os
+import re
+import struct
 import warnings
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from kdl.data import idx
 from kdl.data.dataset import Dataset, class_names_for
@@ -37,7 +42,11 @@ from kdl.data.splits import array_splits, check_split_options, split_arrays, tfd
 from kdl.errors import DataError
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}  # PIL modes decoded to one channel
+GREY_MODES = {"1", "L", "LA", "F"}  # PIL modes decoded to one channel, with the 16-bit ones ("I;16", "I")
+CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}   # channels -> the PIL mode read_image converts to
+# What PIL raises for a corrupt file: OSError (truncated, broken stream, unidentified), and from
+# its format plugins ValueError, SyntaxError ("broken PNG file"), EOFError and struct.error.
+PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 ACCEPTED_SOURCES = (
     '"digits" (built in), "tfds:NAME" (TensorFlow Datasets), a folder of MNIST-style IDX files '
     "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
@@ -193,18 +202,23 @@ def _class_files(folder):
 
 
 def _file_arrays(files, class_names):
-    """(paths, labels) arrays of the named classes' files, in a fixed shuffled order so classes mix."""
-    pairs = [(str(path), label) for label, name in enumerate(class_names) for path in files[name]]
+    """(paths, labels) arrays of the named classes' files, in a fixed shuffled order so classes mix;
+    paths as bytes (os.fsencode), so that a file name that is not UTF-8 is one too."""
+    pairs = [(os.fsencode(path), label) for label, name in enumerate(class_names) for path in files[name]]
     order = np.random.default_rng(0).permutation(len(pairs))
     return np.array([pairs[i][0] for i in order]), np.array([pairs[i][1] for i in order], np.int32)
 
 
 def _image_shape(paths, image_size):
-    """(H, W, C) the images decode to, reading every header now so a bad file fails before training.
+    """(H, W, C) the images decode to, decoding every image now so that a bad file fails before
+    training (see `decoded_image`).
 
     H and W are None when sizes differ (allowed only with image_size); C is 1 if all are grey, else 3.
     """
-    headers = {path: _read_header(path) for path in paths}
+    headers = {}
+    for path in paths:
+        with decoded_image(path) as image:
+            headers[path] = image.size, image.mode
     (width, height), _ = headers[paths[0]]
     odd = next((path for path in paths if headers[path][0] != (width, height)), None)
     if odd is not None and image_size is None:
@@ -213,32 +227,89 @@ def _image_shape(paths, image_size):
             f"images differ in size: {paths[0]} is {height}x{width} (HxW) but {odd} is "
             f"{odd_height}x{odd_width}; pass image_size=(height, width) to resize them all"
         )
-    channels = 1 if all(mode in GREY_MODES for _, mode in headers.values()) else 3
+    channels = 1 if all(_is_grey(mode) for _, mode in headers.values()) else 3
     return (None, None, channels) if odd is not None else (height, width, channels)
 
 
-def _read_header(path):
-    """(size, mode) of an image file, read from its header only."""
-    try:
-        with Image.open(path) as image:
-            return image.size, image.mode
-    except OSError as error:
-        raise DataError(f"cannot read image {path}: {error}") from error
-
-
 def _files_dataset(paths, labels, *, shape):
-    """A split decoding each image file lazily to `shape` (H, W, C)."""
+    """A split decoding each image file lazily to `shape` (H, W, C), by `read_image` (PIL), as
+    `predict` does; `_image_shape` has decoded each file once already, so none fails here."""
 
     def decode(path, label):
-        # Decode as RGB, which every format supports (GIF and BMP cannot decode straight to grey).
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        if shape[-1] == 1:
-            image = tf.image.rgb_to_grayscale(image)
+        image = tf.numpy_function(lambda path: read_image(os.fsdecode(path), shape[-1]), [path], tf.uint8)
         return tf.ensure_shape(image, shape), label
 
     return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE
     )
+
+
+# --- decoding image files: the one decoder of training and predict ----------------------------
+
+
+def read_image(path, channels=3, size=None):
+    """The pixels of an image file as a (H, W, channels) uint8 array, decoded by PIL the same way
+    for training and for `predict`: 1 channel is grey, 3 RGB (alpha dropped), 4 RGBA; 16-bit grey
+    is scaled to 8 bits. `size` (H, W): resized to it (PIL's default filter). A DataError names
+    a file PIL cannot fully decode (see `decoded_image`)."""
+    with decoded_image(path) as image:
+        if _is_sixteen_bit(image.mode):        # PIL's convert would clip 0..65535 to 0..255
+            image = Image.fromarray(np.round(np.asarray(image, np.float64) / 257).astype(np.uint8))
+        try:
+            image = image.convert(CHANNEL_MODES[channels])
+        except ValueError as error:      # a mode without a conversion, such as LAB to RGB
+            raise DataError(f"cannot read image {path}: {error}") from None
+        if size is not None and image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]))
+        return np.asarray(image, np.uint8).reshape(image.height, image.width, channels)
+
+
+@contextlib.contextmanager
+def decoded_image(path):
+    """The PIL image of a file, fully decoded, so that a corrupt or truncated body fails here,
+    not in a tf.data kernel mid-fit. A DataError names the file PIL cannot read, and refuses
+    one of more than PIL's `Image.MAX_IMAGE_PIXELS` (a decompression bomb: a few kB that decode
+    to gigabytes)."""
+    try:
+        image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_large(path, int(pixels[1]) if pixels else None) from None
+    except PIL_ERRORS as error:
+        raise _unreadable(path, error) from None
+    with image:
+        width, height = image.size
+        if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+            raise _too_large(path, width * height, f" ({height}x{width}, HxW)")
+        try:
+            image.load()
+        except PIL_ERRORS as error:
+            raise _unreadable(path, error) from None
+        yield image
+
+
+def _unreadable(path, error):
+    if isinstance(error, UnidentifiedImageError):     # its message repeats the path
+        reason = "not an image format PIL knows"
+    else:
+        reason = str(error) or type(error).__name__
+    return DataError(f"cannot read image {path}: {reason}; expected a complete PNG, JPEG, GIF or BMP image")
+
+
+def _too_large(path, pixels, shape=""):
+    return DataError(
+        f"image {path} has {'more' if pixels is None else f'{pixels:,}'} pixels{shape}, more than PIL's "
+        f"limit of {Image.MAX_IMAGE_PIXELS:,} (PIL.Image.MAX_IMAGE_PIXELS): it may be a decompression "
+        "bomb. Raise PIL.Image.MAX_IMAGE_PIXELS to read large images you trust"
+    )
+
+
+def _is_sixteen_bit(mode):
+    return mode == "I" or mode.startswith("I;16")
+
+
+def _is_grey(mode):
+    return mode in GREY_MODES or _is_sixteen_bit(mode)
 
 
 # --- TensorFlow Datasets --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Reading and decoding the files kdl data sources are made of, with the file (and line) of every problem.
 
 - text: `read_text` / `read_lines` (UTF-8, naming the line of a bad byte), `read_table` (CSV/TSV
-  with a header);
+  with a header). Every reader takes the same text: a leading UTF-8 byte-order mark is dropped,
+  and "\\r\\n", "\\r" and "\\n" each end a line (`split_lines`);
 - audio: `read_wav` (PCM WAV -> float32 mono, resampled) and `resample`;
 - folders and paths: `subfolders`, `resolve_path` (cwd, data_root, $KDL_DATA), and
   `unsupported_source`, the error for a source of a type no loader takes;
@@ -19,8 +20,10 @@ Traceback (most recent call last):
 kdl.errors.DataError: ...notes.txt, line 2: byte 0xe9 at column 11 is not UTF-8 text; save the file as UTF-8
 """
 
+import codecs
 import csv
 import difflib
+import fractions
 import io
 import math
 import os
@@ -31,33 +34,56 @@ import numpy as np
 
 from kdl.errors import DataError
 
+CSV_FIELD_LIMIT = 2**31 - 1     # the most csv.field_size_limit takes everywhere (a C long)
+WAV_RATES = (1_000, 768_000)    # the frame rates (Hz) read_wav accepts, low and high
+RESAMPLE_STEPS = 1_000          # resample's largest up/down factor: odd rate ratios are approximated
+WAV_ERRORS = {EOFError: "it ends early", RuntimeError: "a chunk's size runs past the end of the file"}
+
 # --- text files ------------------------------------------------------------------------------------
 
 
 def read_lines(path):
     """The lines of a UTF-8 text file; a DataError naming the line of the first non-UTF-8 byte."""
-    return read_text(path).splitlines()
+    return split_lines(read_text(path))
+
+
+def split_lines(text):
+    """The lines of `text`: "\\r\\n", "\\r" and "\\n" end a line (as in the csv module), nothing
+    else does (unlike str.splitlines, which also splits on form feeds and U+2028)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def read_text(path):
-    """The text of a UTF-8 file; a DataError naming the line of the first non-UTF-8 byte."""
-    data = pathlib.Path(path).read_bytes()
+    """The text of a UTF-8 file (without a byte-order mark); a DataError naming the line of the
+    first non-UTF-8 byte."""
+    return decode_text(pathlib.Path(path).read_bytes(), path)
+
+
+def decode_text(data, path):
+    """`data`, the bytes of the file `path`, as text: UTF-8, a leading byte-order mark dropped."""
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        column = error.start - data.rfind(b"\n", 0, error.start)
+        before = data[: error.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        line, column = before.count(b"\n") + 1, len(before) - before.rfind(b"\n")
+        utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
         raise DataError(
-            f"{path}, line {line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8 text; "
-            "save the file as UTF-8"
+            f"{path}, line {line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8 text"
+            f"{' (the file starts with a UTF-16 byte-order mark)' if utf16 else ''}; save the file as UTF-8"
         ) from None
 
 
 def read_table(path, text_column, label_column):
     """(texts, raw labels, where) from a CSV/TSV file with a header; `where[i]` is "file, line N"."""
+    text = read_text(path)
+    # One field may be as long as the file: the csv module's default limit is 131,072 characters.
+    csv.field_size_limit(max(csv.field_size_limit(), min(len(text) + 1, CSV_FIELD_LIMIT)))
     dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix.lower() == ".tsv" else {}
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), **dialect)
-    header = next(reader, None)
+    reader = csv.reader(io.StringIO(text, newline=""), **dialect)
+    rows = _csv_rows(reader, path)
+    header = next(rows, None)
     missing = [name for name in (text_column, label_column) if name not in (header or [])]
     if missing:
         raise DataError(
@@ -66,7 +92,7 @@ def read_table(path, text_column, label_column):
         )
     text_at, label_at = header.index(text_column), header.index(label_column)
     texts, labels, where = [], [], []
-    for row in reader:
+    for row in rows:
         if not row:
             continue
         if len(row) != len(header):
@@ -78,22 +104,35 @@ def read_table(path, text_column, label_column):
     return texts, labels, where
 
 
+def _csv_rows(reader, path):
+    try:
+        yield from reader
+    except csv.Error as error:
+        raise DataError(f"{path}, line {reader.line_num}: {error}") from None
+
+
 # --- WAV files -------------------------------------------------------------------------------------
 
 
 def read_wav(path, sample_rate=None):
     """(waveform float32 mono in [-1, 1], sample rate) of a PCM WAV file, resampled to `sample_rate`
-    when given. A corrupt, empty or non-PCM file is a DataError naming it."""
+    when given. A corrupt, empty or non-PCM file, or one whose frame rate is outside `WAV_RATES`,
+    is a DataError naming it."""
     try:
         with wave.open(os.fspath(path), "rb") as wav:
             channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
             frames = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError, OSError) as error:
-        raise DataError(f"cannot read WAV file {os.fspath(path)!r}: {error or type(error).__name__}; "
+    # What the wave module raises for a bad file; RuntimeError (bare) is a chunk longer than its parent.
+    except (wave.Error, EOFError, OSError, RuntimeError) as error:
+        reason = str(error) or WAV_ERRORS.get(type(error), type(error).__name__)
+        raise DataError(f"cannot read WAV file {os.fspath(path)!r}: {reason}; "
                         "expected a PCM .wav file (8, 16, 24 or 32 bit)") from None
     if width not in (1, 2, 3, 4) or channels < 1:
         raise DataError(f"WAV file {os.fspath(path)!r} has {width * 8}-bit samples and {channels} "
                         "channels; expected 8, 16, 24 or 32-bit PCM")
+    if not WAV_RATES[0] <= rate <= WAV_RATES[1]:
+        raise DataError(f"WAV file {os.fspath(path)!r} has a frame rate of {rate} Hz; expected "
+                        f"{WAV_RATES[0]:,} to {WAV_RATES[1]:,} Hz")
     usable = len(frames) - len(frames) % (width * channels)
     if usable == 0:
         raise DataError(f"WAV file {os.fspath(path)!r} is empty (no audio frames)")
@@ -113,14 +152,25 @@ def _pcm_to_float(data, width):
 
 
 def resample(waveform, from_rate, to_rate):
-    """`waveform` at `to_rate` Hz (polyphase filtering, scipy.signal.resample_poly)."""
+    """`waveform` at `to_rate` Hz (polyphase filtering, scipy.signal.resample_poly).
+
+    A rate ratio that needs more than `RESAMPLE_STEPS` up or down steps (44,101 Hz to 8,000 Hz
+    is 8,000 up and 44,101 down) is replaced by the nearest ratio that does not, so that the
+    filter stays small; the length is then off by less than 0.1%.
+
+    >>> len(resample(np.zeros(44_100), 44_100, 8_000)), len(resample(np.zeros(44_101), 44_101, 8_000))
+    (8000, 8001)
+    """
     waveform = np.asarray(waveform, np.float32)
     if from_rate == to_rate:
         return waveform
     from scipy.signal import resample_poly
 
-    divisor = math.gcd(int(from_rate), int(to_rate))
-    return resample_poly(waveform, int(to_rate) // divisor, int(from_rate) // divisor).astype(np.float32)
+    ratio = fractions.Fraction(int(to_rate), int(from_rate))
+    if max(ratio.numerator, ratio.denominator) > RESAMPLE_STEPS:
+        steps = max(RESAMPLE_STEPS, math.ceil(max(ratio, 1 / ratio)))
+        ratio = ratio.limit_denominator(steps) if ratio < 1 else 1 / (1 / ratio).limit_denominator(steps)
+    return resample_poly(waveform, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
 # --- folders, paths and TensorFlow Datasets --------------------------------------------------------

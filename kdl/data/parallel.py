@@ -29,12 +29,21 @@ lengths and missing splits are a `DataError` naming the file and line.
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 import tensorflow as tf
 
 from kdl.data.dataset import Dataset
-from kdl.data.io import prepared_tfds_builder, read_text, resolve_path, unsupported_source
+from kdl.data.io import (
+    decode_text,
+    prepared_tfds_builder,
+    read_lines,
+    read_text,
+    resolve_path,
+    split_lines,
+    unsupported_source,
+)
 from kdl.data.splits import SPLITS, array_splits, check_split_options, split_arrays
 from kdl.errors import DataError
 
@@ -130,13 +139,12 @@ def _read_sentences(path):
     """The lines of a (gzip'd) UTF-8 file; an empty line is a DataError naming file and line."""
     if path.suffix == ".gz":
         try:
-            text = gzip.decompress(path.read_bytes()).decode("utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise DataError(f"{path}: not gzip'd UTF-8 text ({error})") from None
+            text = decode_text(gzip.decompress(path.read_bytes()), path)
+        except (OSError, EOFError, zlib.error) as error:    # not gzip, truncated, corrupt stream
+            raise DataError(f"{path}: not a complete gzip file ({error})") from None
     else:
         text = read_text(path)
-    lines = text.removesuffix("\n").split("\n") if text else []
-    lines = [line.removesuffix("\r") for line in lines]
+    lines = split_lines(text)
     empty = next((i for i, line in enumerate(lines) if not line.strip()), None)
     if empty is not None:
         raise DataError(f"{path}, line {empty + 1}: empty line; every line must hold one sentence")
@@ -148,8 +156,7 @@ def _read_sentences(path):
 
 def _tsv_pairs(path, reverse):
     sources, targets = [], []
-    for number, line in enumerate(read_text(path).split("\n"), start=1):
-        line = line.removesuffix("\r")
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")

@@ -26,6 +26,7 @@ Labels are integer class indices or class names (sorted to give indices). A GLUE
 
 import math
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +44,8 @@ from kdl.data.io import (
 from kdl.data.splits import array_splits, check_split_options, split_arrays, tfds_slices
 from kdl.errors import DataError
 
+INTEGER = re.compile(r"-?[0-9]+")    # a class index label (ASCII digits: "²".isdigit() is True too)
+MAX_CLASSES = 2**31 - 1              # labels are int32
 GLUE_FILES = {"train": "train.tsv", "test": "test.tsv", "dev": "dev.tsv"}
 TFDS_TEXT_FEATURES = ("text", "sentence", "description")  # tried in order when text_column is absent
 ACCEPTED_SOURCES = (
@@ -142,12 +145,16 @@ def _class_folder_rows(folder, class_names):
 # --- labels: integer indices or class names, checked with where each came from -----------------
 
 
-def _label_ids(rows, class_names):
+def _label_ids(rows, class_names, source):
     """(split -> int32 label array, class names) from raw string labels, checked line by line."""
     values = [(value, at) for _, labels, where in rows.values() for value, at in zip(labels, where)]
+    most, names_given = (MAX_CLASSES, "") if class_names is None else (len(class_names), " (class_names)")
     for value, at in values:
         if not value or (_is_number(value) and not _is_integer(value)):
             raise DataError(f"{at}: label {value!r} is neither an integer class index nor a class name")
+        if _is_integer(value) and value not in (class_names or ()) and not 0 <= int(value) < most:
+            raise DataError(f"{at}: label {value} is not a class index; "
+                            f"expected 0 to {most - 1:,}{names_given}")
     integers = [(value, at) for value, at in values if _is_integer(value)]
     names = [(value, at) for value, at in values if not _is_integer(value)]
     if class_names is not None:
@@ -169,11 +176,12 @@ def _label_ids(rows, class_names):
         to_id = int
     ids = {split: np.array([to_id(value) for value in labels], np.int32)
            for split, (_, labels, _) in rows.items()}
+    _check_two_classes(rows["train"], ids["train"], source)
     return ids, class_names_for(np.concatenate(list(ids.values())), class_names)
 
 
 def _is_integer(value):
-    return value.lstrip("-").isdigit()
+    return INTEGER.fullmatch(value) is not None
 
 
 def _is_number(value):
@@ -185,8 +193,7 @@ def _is_number(value):
 
 def _from_rows(source, rows, class_names, *, validation_split, limit, seed):
     """A Dataset from split -> (texts, raw labels, where) rows."""
-    ids, class_names = _label_ids(rows, class_names)
-    _check_two_classes(rows["train"], ids["train"], class_names, source)
+    ids, class_names = _label_ids(rows, class_names, source)
     splits = {split: (np.array(texts, dtype=object), ids[split]) for split, (texts, _, _) in rows.items()}
     arrays = split_arrays(splits, validation_split, limit, seed)
     datasets = {
@@ -196,14 +203,15 @@ def _from_rows(source, rows, class_names, *, validation_split, limit, seed):
     return Dataset.of(source, datasets, class_names=class_names)
 
 
-def _check_two_classes(train_rows, labels, class_names, source):
+def _check_two_classes(train_rows, labels, source):
     present = np.unique(labels)
     if len(present) < 2:
-        first = train_rows[2][0] if train_rows[2] else source
-        where = first.rsplit(", line ", 1)[0] if ", line " in first else source
-        only = f"class {class_names[present[0]]!r} only" if len(present) else "no examples"
+        _, raw_labels, where = train_rows
+        first = where[0] if where else source
+        at = first.rsplit(", line ", 1)[0] if ", line " in first else source
+        only = f"class {raw_labels[0]!r} only" if len(present) else "no examples"
         raise DataError(
-            f"{where}: the training data has {only} ({len(labels)} examples); "
+            f"{at}: the training data has {only} ({len(labels)} examples); "
             "a classifier needs at least 2 classes"
         )
 

@@ -16,6 +16,7 @@ import numpy as np
 from kdl import models
 from kdl.config import ClassificationDataConfig, ModelConfig, TrainConfig
 from kdl.data import load_images
+from kdl.data.images import read_image
 from kdl.errors import DataError
 from kdl.recipes.classifier import Classifier
 
@@ -94,11 +95,5 @@ def image_classifier(dataset="digits", model="cnn", *, data_root=None, **overrid
 
 
 def _read_image(path, size, channels):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image = image.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels]).resize(size[::-1])
-            return np.asarray(image, dtype="float32").reshape(*size, channels)
-    except (OSError, UnidentifiedImageError) as error:
-        raise DataError(f"cannot read image {str(path)!r}: {error}") from None
+    """The image file at `path` as the model's input (H, W, channels) float32, decoded as in training."""
+    return read_image(path, channels, size).astype("float32")

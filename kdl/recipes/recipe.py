@@ -438,7 +438,7 @@ def _clear_build_errors(build_model):
 
 def recipe_class(task, where="recipe"):
     """The Recipe subclass registered for `task`."""
-    if task not in RECIPES:
+    if not isinstance(task, str) or task not in RECIPES:
         close = difflib.get_close_matches(str(task), RECIPES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"{where}: unknown task {task!r}{hint} Known tasks: {', '.join(sorted(RECIPES))}")
@@ -452,10 +452,13 @@ def _apply(config, overrides):
 
 
 def _read_toml(path):
-    try:
-        return tomllib.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+    try:       # utf-8-sig: a byte-order mark some editors write is not part of the recipe
+        return tomllib.loads(pathlib.Path(path).read_text(encoding="utf-8-sig"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError) as error:   # ints past 4,300 digits
         raise ConfigError(f"{path} is not a valid TOML recipe: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not a valid TOML recipe: its tables or arrays nest too "
+                          "deeply") from None
 
 
 def as_strings(texts):
