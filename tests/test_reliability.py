@@ -224,8 +224,10 @@ def test_ctrl_c_during_kdl_train_is_one_line_and_the_same_command_resumes(tmp_pa
     command = [sys.executable, "-m", "kdl", "train", DIGITS,
                "--quiet", "--out", str(run), "--set", "data.limit=600"]
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # a shell that starts the suite in the background ignores SIGINT, and children inherit that
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     training = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=environment)
+                                env=environment, preexec_fn=default_sigint)
     for line in training.stdout:
         if line.startswith("epoch 2/"):
             training.send_signal(signal.SIGINT)
