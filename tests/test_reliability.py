@@ -216,6 +216,9 @@ def test_saving_keeps_a_run_folders_mode_and_links_and_refuses_a_users_folder(ru
         kdl.recipes.load(runs_dir / "a").save(folder)
     with pytest.raises(kdl.errors.ConfigError, match="not empty and is not a kdl run"):
         _tiny().fit(out=folder, verbose=0)
+    for odd in (".", "..", "/"):
+        with pytest.raises(kdl.errors.ConfigError, match="not a folder of its own"):
+            _tiny().fit(out=odd, verbose=0)
     assert sorted(p.name for p in folder.iterdir()) == ["holiday.jpg"]
 
 

@@ -351,12 +351,12 @@ def check_run_directory(path, task):
     file, the current directory, a directory that holds another task's run, or a non-empty
     directory that is not a kdl run (a user's folder is never written into or replaced)."""
     path = pathlib.Path(path)
+    if path.name in ("", ".", "..") or path.resolve() == pathlib.Path.cwd().resolve():
+        raise ConfigError(f"{str(path)!r} is not a folder of its own (the current, parent or root "
+                          "directory); a run needs one, e.g. runs/NAME. Choose another --out.")
     runs.recover(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{path} is a file; a run directory must be a folder. Choose another --out.")
-    if path.resolve() == pathlib.Path.cwd().resolve():
-        raise ConfigError(f"{path} is the current directory; a run needs a folder of its own "
-                          "(e.g. runs/NAME). Choose another --out.")
     if (path / CONFIG_FILE).exists():
         found = _read_toml(path / CONFIG_FILE).get("task")
         if found != task:
