@@ -28,6 +28,15 @@ def _check_known(name):
         raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 
+def check_environment():
+    """Raise BackendError if $KERAS_BACKEND names a backend kdl does not know, before Keras is
+    imported (Keras would fail with a bare ValueError)."""
+    name = os.environ.get("KERAS_BACKEND")
+    if name is not None and "keras" not in sys.modules and name not in BACKENDS:
+        raise BackendError(f"the environment sets KERAS_BACKEND={name!r}, which is not a backend kdl "
+                           f"knows; set it to one of {', '.join(BACKENDS)}, or pass --backend")
+
+
 def select(name):
     """Make `name` the backend of this process. Call before Keras is imported.
 

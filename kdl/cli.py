@@ -33,6 +33,7 @@ def main(argv=None):
         backend.select(args.backend)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        backend.check_environment()
         return args.handler(args) or 0
     except KdlError as error:
         print(f"kdl: error: {error}", file=sys.stderr)

@@ -110,3 +110,11 @@ def test_predict_reports_a_bad_file_and_still_predicts_the_good_ones(run_dir, tm
     assert main(["predict", str(run_dir), str(tmp_path / "good.png"), "--top-k", "11"]) == 1
     assert "top k must be a whole number from 1 to 10 (the number of classes); got 11" in \
         capsys.readouterr().err
+
+
+def test_an_unknown_keras_backend_in_the_environment_is_one_error_line():
+    env = dict(os.environ, KERAS_BACKEND="jaxx", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-m", "kdl", "info"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "kdl: error: the environment sets KERAS_BACKEND='jaxx'" in done.stderr

@@ -23,6 +23,7 @@ import pathlib
 import tomllib
 
 import keras
+import numpy as np
 
 from kdl import backend, distribute, runs
 from kdl import config as configs
@@ -223,7 +224,12 @@ class Recipe:
         if unknown:
             raise ConfigError(f"{self.task} predict() has no option {unknown[0]!r}; its options: "
                               f"{', '.join(accepted) or 'none'}")
-        return self.predict_inputs(self.prepare_inputs(inputs), **options)
+        x = self.prepare_inputs(inputs)
+        if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            bad = int(np.size(x) - np.isfinite(x).sum())
+            raise DataError(f"predict() got {bad} values that are NaN or infinite (in an input of shape "
+                            f"{x.shape}); every value must be a finite number")
+        return self.predict_inputs(x, **options)
 
     def batches(self, split, shuffle=False):
         """The batched pipeline of one split (tasks that encode their examples extend it)."""
