@@ -18,6 +18,11 @@ class Classifier(Recipe):
 
     Result = Classification
 
+    @property
+    def class_names(self):
+        """The class names (from the config once the data is loaded)."""
+        return self.config.data.class_names or self.data.info.class_names
+
     def compile_arguments(self):
         return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
 

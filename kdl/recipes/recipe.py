@@ -138,11 +138,6 @@ class Recipe:
             data.class_names = list(dataset.info.class_names)   # the resolved config names them
         return dataset
 
-    @property
-    def class_names(self):
-        """The class names of a classification task (from the config once the data is loaded)."""
-        return self.config.data.class_names or self.data.info.class_names
-
     def fit(self, epochs=None, *, out=None, verbose="auto", callbacks=(), steps_per_epoch=None):
         """Train (or keep training) the model; returns the Keras History.
 
