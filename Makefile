@@ -12,6 +12,8 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -c constraints-cpu.txt -e '.[all,test]'
+	# the lexicon decoder's pyctcdecode: its numpy<2 pin is stale (see pyproject.toml), so no deps
+	$(VENV)/bin/python -m pip install --quiet --no-deps -c constraints-cpu.txt pyctcdecode
 	touch $@
 
 install: $(VENV)/.installed

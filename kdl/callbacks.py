@@ -98,6 +98,25 @@ class Checkpoint(keras.callbacks.Callback):
                            "--out) and run the same command again to resume.") from None
 
 
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore in `folder`, keeping the previous epoch's backup too (a kill while
+    one is written falls back to the other); a backup that cannot be restored (truncated, or
+    from another model) is a RunError naming the file and the choice, not a Keras traceback."""
+
+    def __init__(self, folder):
+        super().__init__(str(folder), double_checkpoint=True)
+        self.folder = pathlib.Path(folder)
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            reason = " ".join(str(error).split())[:300]
+            raise RunError(f"cannot resume from the backup in {str(self.folder)!r} (written by an "
+                           f"interrupted run): {reason}. Pass --restart (fit(restart=True)) to discard "
+                           "the interrupted training and start again.") from None
+
+
 class EpochLine(keras.callbacks.Callback):
     """Prints one line per epoch, its logs and seconds: the progress of a run without a progress
     bar (`kdl train --quiet`, logs of long runs).

@@ -8,6 +8,7 @@
     kdl predict runs/multi30k_jax "A man is riding a bike." --beam-size 4     (or kdl translate)
     kdl predict runs/fsdd_digits_classifier 7_theo_0.wav
     kdl predict runs/fsdd_digit_strings_ctc utterance.wav --decoder beam_search   (or kdl transcribe)
+    kdl transcribe runs/fsdd_digit_strings_ctc utterance.wav --decoder lexicon [--words FILE] [--lm FILE]
     kdl export runs/digits --format onnx --out exports/digits
     kdl compare recipes/image_classification/digits_cnn.toml --backends jax,tensorflow,torch --epochs 2
 
@@ -17,27 +18,50 @@ and exits with status 1.
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import pathlib
 import sys
 import time
+import warnings
 
 from kdl import backend, distribute
-from kdl.errors import DataError, KdlError
+from kdl.errors import DataError, KdlError, KdlWarning
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
-    if getattr(args, "backend", None):
-        backend.select(args.backend)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        backend.check_environment()
-        return args.handler(args) or 0
-    except KdlError as error:
-        print(f"kdl: error: {error}", file=sys.stderr)
-        return 1
+    with warnings.catch_warnings():
+        warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+        try:
+            args = _parser().parse_args(argv)
+            if getattr(args, "backend", None):
+                backend.select(args.backend)
+            backend.check_environment()
+            return args.handler(args) or 0
+        except KdlError as error:
+            print(f"kdl: error: {error}", file=sys.stderr)
+            return 1
+        except BrokenPipeError:     # `kdl ... | head`: the reader has gone; so do we, quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())      # as Python's docs advise: no error at exit
+            return 141
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one `kdl: error:` line (exit status 1) like every other."""
+
+    def error(self, message):
+        raise KdlError(f"{message} (see `{self.prog} --help`)")
+
+
+def _show_warning(default, message, category, *args, **kwargs):
+    """A KdlWarning is one `kdl: warning:` line; other warnings are shown as Python shows them."""
+    if issubclass(category, KdlWarning):
+        print(f"kdl: warning: {message}", file=sys.stderr)
+    else:
+        default(message, category, *args, **kwargs)
 
 
 def _info(args):
@@ -72,11 +96,12 @@ def _train(args):
           flush=True)
     lines = [EpochLine(recipe.config.train.epochs)] if args.quiet else []   # instead of the bar
     chief = distribute.is_chief()     # process 0 of a multi-process run writes the run directory
-    check_run_directory(out, recipe.task)
+    check_run_directory(out, recipe.task, overwrite=args.overwrite)
     try:
         with runs.lock(out) if chief else contextlib.nullcontext():   # fit, evaluate and save as one
             start = time.perf_counter()
-            recipe.fit(out=out, verbose=0 if args.quiet else "auto", callbacks=lines)
+            recipe.fit(out=out, verbose=0 if args.quiet else "auto", callbacks=lines,
+                       restart=args.restart, overwrite=args.overwrite)
             seconds = time.perf_counter() - start
             report = recipe.evaluate(args.split)
             report.meta["fit_seconds"] = round(seconds, 2)
@@ -93,40 +118,141 @@ def _train(args):
 
 
 def _evaluate(args):
-    from kdl import recipes
+    from kdl import config, recipes
 
-    report = recipes.load(args.run, data_root=args.data_root, unsafe=args.unsafe).evaluate(args.split)
-    print(report.to_json() if args.json else report)
+    recipe = recipes.load(args.run, data_root=args.data_root, unsafe=args.unsafe)
+    options = {name: value for name, value in (("text_column", args.text_column),
+                                               ("label_column", args.label_column)) if value}
+    for assignment in args.set:          # read and type-checked as `kdl train --set` reads them
+        section, _, name = assignment.partition("=")[0].strip().partition(".")
+        if section != "data" or not name:
+            raise KdlError(f"--set {assignment!r}: kdl evaluate takes data.FIELD=VALUE settings of the "
+                           "data it scores, e.g. --set data.text_column=review")
+        options[name] = getattr(config.override(recipe.config, assignment).data, name)
+    if options and args.data is None:
+        raise KdlError("data settings (--set, --text-column, --label-column) need --data PATH")
+    report = recipe.evaluate(args.split, data=args.data, **options)
+    if args.json:
+        print(report.to_json())
+    else:
+        print(f"kdl: {args.run} scored on {report.meta['source']} ({report.meta['split']})")
+        print(report)
 
 
 def _predict(args, task=None):
     """`kdl predict` for every task (and `kdl translate` / `kdl transcribe`, which also check
-    the run's task): one line (or JSON object) per input, named by its file or position."""
+    the run's task): one line (or JSON object, or CSV row) per input, named by its file or
+    position. Folders are expanded to the task's files; `-` reads standard input."""
     from kdl import recipes
 
     recipe = recipes.load(args.run, unsafe=args.unsafe)
     if task is not None and recipe.task != task:
         raise KdlError(f"{args.run} holds a {recipe.task!r} run; `kdl {args.command}` needs a {task} run "
                        f"(`kdl predict` works for every task)")
-    options = {name: getattr(args, name) for name in ("beam_size", "decoder")
+    options = {name: getattr(args, name) for name in ("beam_size", "decoder", "words", "lm")
                if getattr(args, name, None) is not None}
-    rows, failed = [], 0
-    for item in args.inputs:
+    rows, failed, done = [], 0, 0
+    units = _prediction_units(args.inputs, recipe, args.text)
+    while units:
+        names, inputs, chunk = units.pop(0)
         try:      # a bad file is reported on its own line; the other inputs are still predicted
-            result = recipe.predict(_inputs_of(item, args.text), **options)
+            if isinstance(inputs, DataError):
+                raise inputs
+            result = recipe.predict(inputs, **options)
         except DataError as error:
+            if chunk and len(names) > 1:       # which file of the chunk? predict them one by one
+                units[:0] = [([name], [name], True) for name in names]
+                continue
             print(f"kdl: error: {error}", file=sys.stderr)
             failed += 1
             continue
-        for index, (row, line) in enumerate(zip(result.rows(args.top_k), result.lines(args.top_k))):
-            name = item if len(result) == 1 else f"{item}[{index}]"
+        for name, row, line in zip(names, result.rows(args.top_k), result.lines(args.top_k)):
             rows.append(({"input": name, **row}, line))
-    if args.json:
+        done += len(names)
+        if sys.stderr.isatty() and (units or done > CHUNK):      # progress on long work
+            print(f"\rkdl: predicted {done} inputs", end="" if units else "\n", file=sys.stderr, flush=True)
+    _print_rows(rows, args.output)
+    return 1 if failed else 0
+
+
+CHUNK = 256      # files read and predicted together by `kdl predict`
+
+
+def _prediction_units(items, recipe, literal_text):
+    """[(names, inputs, is_chunk_of_files)] for recipe.predict, in the order given: files in
+    chunks of CHUNK, the lines of a .txt file (or of standard input, `-`), the rows of a .npy
+    array, literal strings (text runs); folders expanded, recursively, to the task's files
+    (`recipe.input_files`). An input that cannot be read is a unit whose inputs are its error."""
+    from kdl.data.io import walk_folder
+
+    texts = recipe.input_files == (".txt",)      # text runs: an example is a line or a string
+    units, files = [], []
+
+    def add(unit):
+        units.extend((files[i:i + CHUNK], files[i:i + CHUNK], True) for i in range(0, len(files), CHUNK))
+        files.clear()
+        units.append(unit)
+
+    def read(item):
+        try:
+            inputs = _inputs_of(item)
+            if len(inputs) == 0:
+                raise DataError(f"{item!r} holds no examples (an empty file, or an array of 0 rows)")
+        except DataError as error:
+            return [item], error, False
+        return [item] if len(inputs) == 1 else [f"{item}[{i}]" for i in range(len(inputs))], inputs, False
+
+    for item in items:
+        if literal_text:
+            add(([item], [item], False))
+        elif item == "-":
+            lines = [line.rstrip("\r\n") for line in sys.stdin]
+            if texts:
+                add(([f"-[{i}]" for i in range(len(lines))], lines, False))
+            else:
+                files.extend(line for line in lines if line.strip())
+        elif os.path.isdir(item):
+            try:      # the loaders' folder walk: a link loop or a dangling link is named
+                found = [str(path) for path in walk_folder(item, recipe.input_files, recursive=True)[1]]
+            except DataError as error:
+                add(([item], error, False))
+                continue
+            if not found:
+                add(([item], DataError(f"folder {item!r} holds no {' or '.join(recipe.input_files)} files "
+                                       f"for this {recipe.task} run"), False))
+            for path in found:
+                if texts:
+                    add(read(path))
+                else:
+                    files.append(path)
+        elif item.endswith((".npy", ".txt")):
+            add(read(item))
+        elif texts and os.path.isfile(item):
+            add(([item], DataError(f"{item!r} is a file; a {recipe.task} run reads .txt files (one "
+                                   "example a line), or use --text to predict on the string itself"), False))
+        elif texts:
+            add(([item], [item], False))
+        else:
+            files.append(item)
+    add(([], [], False))
+    return [unit for unit in units if unit[0]]
+
+
+def _print_rows(rows, output):
+    if output == "json":
         print(json.dumps([row for row, _ in rows], indent=2, ensure_ascii=False))
+    elif output == "csv":
+        import csv
+
+        columns = list(dict.fromkeys(key for row, _ in rows for key in row))
+        writer = csv.DictWriter(sys.stdout, columns, lineterminator="\n")
+        writer.writeheader()
+        for row, _ in rows:
+            writer.writerow({key: "; ".join(" ".join(str(v) for v in part.values()) for part in value)
+                             if isinstance(value, list) else value for key, value in row.items()})
     else:
         for row, line in rows:
             print(f"{row['input']}\t{line}")
-    return 1 if failed else 0
 
 
 def _compare(args):
@@ -154,15 +280,12 @@ def _export(args):
           "(signature in signature.json)")
 
 
-def _inputs_of(item, literal_text):
-    """What one command-line input means: a literal string (--text), the lines of a .txt file,
-    a .npy array, or a file path."""
+def _inputs_of(item):
+    """What one .txt or .npy file means: the lines of a .txt file, the rows of a .npy array."""
     import numpy as np
 
     from kdl.data import read_lines
 
-    if literal_text:
-        return [item]
     if item.endswith((".npy", ".txt")) and not os.path.isfile(item):
         raise DataError(f"no input file {item!r} (use --text for literal strings)")
     if item.endswith(".npy"):
@@ -177,7 +300,7 @@ def _parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--backend", choices=backend.BACKENDS, default=argparse.SUPPRESS,
                         help="Keras backend for this run (default: $KERAS_BACKEND, else tensorflow)")
-    parser = argparse.ArgumentParser(prog="kdl", parents=[common], description=(
+    parser = _Parser(prog="kdl", parents=[common], description=(
         "Train, evaluate and use kdl task recipes on JAX, TensorFlow or PyTorch."))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -194,6 +317,11 @@ def _parser():
                        help="override a config field, e.g. --set train.epochs=3 (repeatable)")
     train.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
     train.add_argument("--out", help="run directory (default: runs/<recipe name>)")
+    train.add_argument("--restart", action="store_true",
+                       help="discard what --out holds of an earlier run (an interrupted run's backup, a "
+                            "finished run's model and history) and train from the start")
+    train.add_argument("--overwrite", action="store_true",
+                       help="allow --out to be a non-empty folder that is not a kdl run (its files are kept)")
     train.add_argument("--split", default="test", help="split to evaluate on (default: test)")
     train.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar")
     train.add_argument("--distribute", metavar="MODE",
@@ -205,9 +333,18 @@ def _parser():
     _unsafe_option(train)
     train.set_defaults(handler=_train)
 
-    evaluate = commands.add_parser("evaluate", parents=[common], help="score a saved run on a split")
+    evaluate = commands.add_parser("evaluate", parents=[common],
+                                   help="score a saved run on its test split or on new labelled data")
     evaluate.add_argument("run", help="a run directory written by `kdl train`")
-    evaluate.add_argument("--split", default="test", help="split to evaluate on (default: test)")
+    evaluate.add_argument("--data", metavar="PATH",
+                          help="score on this labelled data instead (any source the task trains from: a "
+                               "folder, a CSV/TSV file, line files, tfds:NAME), all of it unless --split")
+    evaluate.add_argument("--split", default=None,
+                          help="split to score (default: test of the run's data; all of --data)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="data.FIELD=VALUE",
+                          help="how to read --data (repeatable), e.g. data.text_column=review")
+    evaluate.add_argument("--text-column", help="text runs: --data's text column (default: the run's)")
+    evaluate.add_argument("--label-column", help="text runs: --data's label column (default: the run's)")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
     _data_root_option(evaluate)
     _unsafe_option(evaluate)
@@ -223,8 +360,10 @@ def _parser():
                          help="classifiers: classes to show per input (default 1)")
     predict.add_argument("--beam-size", type=int, default=None,
                          help="translator: beams to keep (1 is greedy; default: the run's decode.beam_size)")
-    predict.add_argument("--decoder", choices=["greedy", "beam_search"], default=None,
-                         help="speech_recognizer: CTC decoding (default: the run's model.decoder)")
+    predict.add_argument("--decoder", choices=["greedy", "beam_search", "lexicon"], default=None,
+                         help="speech_recognizer: CTC decoding (default: the run's model.decoder); lexicon: "
+                              "a beam search that writes only lexicon words")
+    _lexicon_options(predict, "speech_recognizer, --decoder lexicon: ")
     predict.set_defaults(handler=_predict)
 
     export = commands.add_parser(
@@ -249,8 +388,10 @@ def _parser():
     transcribe = commands.add_parser("transcribe", parents=[common],
                                      help="kdl predict for a speech_recognizer run: transcribe WAV files")
     _predict_options(transcribe, "WAV files (resampled and mixed down to the run's format)")
-    transcribe.add_argument("--decoder", choices=["greedy", "beam_search"], default=None,
-                            help="CTC decoding (default: the run's model.decoder)")
+    transcribe.add_argument("--decoder", choices=["greedy", "beam_search", "lexicon"], default=None,
+                            help="CTC decoding (default: the run's model.decoder); lexicon: a beam search "
+                                 "that writes only lexicon words")
+    _lexicon_options(transcribe, "--decoder lexicon: ")
     transcribe.set_defaults(handler=lambda args: _predict(args, "speech_recognizer"), top_k=1)
 
     compare = commands.add_parser(
@@ -282,11 +423,25 @@ def _parser():
 
 def _predict_options(command, inputs_help):
     command.add_argument("run", help="a run directory written by `kdl train`")
-    command.add_argument("inputs", nargs="+", help=inputs_help)
+    command.add_argument("inputs", nargs="+", help=inputs_help + "; a folder: its files of the task's "
+                                                                  "types, recursively; -: standard input")
     command.add_argument("--text", action="store_true",
                          help="the inputs are literal strings (even one ending in .txt or .npy)")
-    command.add_argument("--json", action="store_true", help="print a JSON list, one object per input")
+    formats = command.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_const", dest="output", const="json",
+                         help="print a JSON list, one object per input")
+    formats.add_argument("--csv", action="store_const", dest="output", const="csv",
+                         help="print CSV, a header then one row per input")
     _unsafe_option(command)
+
+
+def _lexicon_options(command, prefix):
+    command.add_argument("--words", metavar="FILE", default=None,
+                         help=prefix + "the lexicon, a word list file (default: the run's model.words, else "
+                                       "its training transcripts' words)")
+    command.add_argument("--lm", metavar="FILE", default=None,
+                         help=prefix + "an ARPA n-gram language model that ranks word sequences (its words "
+                                       "are the lexicon when no --words is given)")
 
 
 def _unsafe_option(command):

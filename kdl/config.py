@@ -47,9 +47,10 @@ class DataConfig:
     """What every task's `[data]` section has; tasks extend it with their own fields."""
 
     source: str = ""                # a name, path or "tfds:NAME"; "arrays" for in-memory data
+    root: str = ""                  # the folder a relative source was found under (kdl writes it)
     batch_size: int = setting(32, at_least=1, pipeline=True)
     validation_split: float = setting(0.1, at_least=0, below=1)   # of train, to watch overfitting
-    limit: typing.Optional[int] = setting(None, at_least=1)       # at most this many examples per split
+    limit: typing.Optional[int] = setting(None, at_least=1)   # a seeded sample of at most this many per split
 
 
 @dataclasses.dataclass
@@ -80,27 +81,74 @@ class TrainConfig:
     precision: str = "fp32"         # fp32, bf16 or fp16 (mixed precision; weights stay float32)
 
 
+SEED_BOUNDS = {"at_least": 0, "below": 2**32}   # a `seed` field: what NumPy and scikit-learn take
+
+
 def check_ranges(config, _prefix=""):
-    """Raise ConfigError for a field outside the bounds its `setting` declares.
+    """Raise ConfigError for a field outside the bounds its `setting` declares (a field named
+    `seed`: 0 to 2**32 - 1; any int: int64; any float: finite), or for a data section whose
+    `limit` leaves no training example once `validation_split` is held out of it.
 
     >>> check_ranges(TrainConfig(epochs=-1))
     Traceback (most recent call last):
     ...
     kdl.errors.ConfigError: epochs must be at least 0; got -1
+    >>> check_ranges(DataConfig(limit=1, validation_split=0.1))     # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    kdl.errors.ConfigError: limit = 1 leaves no training example: validation_split = 0.1 holds out ...
     """
     for field in dataclasses.fields(config):
         value, name = getattr(config, field.name), _prefix + field.name
         if dataclasses.is_dataclass(value):
             check_ranges(value, name + ".")
             continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _number(float if isinstance(value, float) else int, value, name)   # int64, finite
         _check_bounds(field, value, name)
+    if isinstance(config, DataConfig):
+        _check_limit(config, _prefix)
+
+
+def _check_limit(data, prefix):
+    """`limit` must leave a training example after the validation hold-out of ceil(limit x split)."""
+    limit, fraction = data.limit, data.validation_split
+    if not (isinstance(limit, int) and 0 < limit and isinstance(fraction, (int, float)) and 0 < fraction < 1):
+        return
+    if math.ceil(limit * fraction) >= limit:
+        least = max(2, math.ceil(1 / (1 - fraction)))
+        while math.ceil(least * fraction) >= least:
+            least += 1
+        raise ConfigError(f"{prefix}limit = {limit} leaves no training example: {prefix}validation_split = "
+                          f"{fraction} holds out ceil({limit} x {fraction}) = {math.ceil(limit * fraction)} "
+                          f"of them; set {prefix}limit to at least {least}, or {prefix}validation_split = 0")
+
+
+def check_schedule(train, total_steps):
+    """Raise ConfigError when the learning-rate schedule of `train` (a TrainConfig) does not fit a
+    run of `total_steps` optimizer steps: a `warmup_steps` longer than the whole run would never
+    reach the learning rate. Checked when the optimizer is made (`Recipe.make_optimizer`), not
+    with the other bounds, because the number of steps (epochs x batches per epoch) is known only
+    once the data is loaded.
+
+    >>> check_schedule(TrainConfig(schedule="warmup_cosine", warmup_steps=400), total_steps=90)
+    Traceback (most recent call last):
+    ...
+    kdl.errors.ConfigError: train.warmup_steps = 400 is longer than the whole run: 90 steps ...
+    """
+    if train.schedule == "warmup_cosine" and train.warmup_steps > total_steps:
+        raise ConfigError(
+            f"train.warmup_steps = {train.warmup_steps} is longer than the whole run: {total_steps} steps "
+            f"(epochs x batches per epoch); the learning rate would never reach train.learning_rate = "
+            f"{train.learning_rate:g}. Set train.warmup_steps to at most {total_steps} (a tenth of the "
+            f"run, {max(total_steps // 10, 1)}, is common), or train for more epochs")
 
 
 def _check_bounds(field, value, name):
     """Raise ConfigError, naming the setting `name`, for a number outside `field`'s bounds."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return
-    bounds = field.metadata
+    bounds = SEED_BOUNDS if field.name == "seed" and not field.metadata else field.metadata
     if bounds.get("at_least") is not None and not value >= bounds["at_least"]:
         raise ConfigError(f"{name} must be at least {bounds['at_least']}; got {value!r}")
     if bounds.get("above") is not None and not value > bounds["above"]:
@@ -110,10 +158,10 @@ def _check_bounds(field, value, name):
 
 
 def loader_options(data):
-    """The fields of a `[data]` section that the task's data loader takes: all but `source`
-    and the `pipeline` settings."""
+    """The fields of a `[data]` section that the task's data loader takes: all but `source`,
+    `root` and the `pipeline` settings."""
     return {field.name: getattr(data, field.name) for field in dataclasses.fields(data)
-            if field.name != "source" and not field.metadata.get("pipeline")}
+            if field.name not in ("source", "root") and not field.metadata.get("pipeline")}
 
 
 def to_dict(config):
@@ -127,6 +175,24 @@ def to_dict(config):
         return value
 
     return clean(dataclasses.asdict(config))
+
+
+def differences(before, after, _prefix=""):
+    """What changed between two configs as plain dicts (to_dict, or a parsed recipe.toml):
+    ["train.epochs: 4 -> 6", ...] in field order.
+
+    >>> differences({"train": {"epochs": 4}}, {"train": {"epochs": 6}})
+    ['train.epochs: 4 -> 6']
+    """
+    changed = []
+    for key in [*before, *(key for key in after if key not in before)]:
+        old, new, name = before.get(key), after.get(key), f"{_prefix}{key}"
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += differences(old, new, f"{name}.")
+        elif old != new:
+            changed.append(f"{name}: {'(unset)' if old is None else repr(old)} -> "
+                           f"{'(unset)' if new is None else repr(new)}")
+    return changed
 
 
 def to_toml(config, header=""):
@@ -274,7 +340,14 @@ def configure(config, keywords, check_model_option=None):
         elif owners:
             path = [owners[0], key]
         elif check_model_option is not None:
-            check_model_option({key: value})
+            try:
+                check_model_option({key: value})
+            except ConfigError as error:
+                known = _field_names(config, sections)
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown option {key!r}{hint}: it is not a setting of this recipe "
+                                  f"({', '.join(known)}), and {error}") from None
             path = ["model", "options", key]
         else:
             raise ConfigError(f"unknown option {key!r}; known: " + ", ".join(_field_names(config, sections)))

@@ -63,6 +63,18 @@ def recover(path, clean=True):
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
+def remove(path):
+    """Remove the file or folder `path` if it is there (a RunError if it cannot be removed)."""
+    path = pathlib.Path(path)
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot remove {str(path)!r}: {error.strerror or error}") from None
+
+
 def write_directory(path, fill, replaces=(), keep_others=True):
     """Write directory `path` atomically: `fill(tmp)` writes the new contents into a temporary
     sibling folder, which then replaces `path` whole. Files of the old `path` that `fill` did

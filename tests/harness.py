@@ -17,6 +17,7 @@ import sys
 import typing
 
 import numpy as np
+import pytest
 from test_data_audio import write_wav
 
 import kdl
@@ -37,6 +38,18 @@ class TaskCase:
     inputs: np.ndarray              # what predict takes (an array, so other processes can load it)
     cli_inputs: typing.Callable     # (folder) -> arguments of `kdl predict RUN ...`, files written there
     assets: tuple = ()              # files the task writes into a run directory besides the model
+    other_data: typing.Callable = None  # (folder) -> OtherData: labelled files unlike the training data
+
+
+@dataclasses.dataclass
+class OtherData:
+    """A labelled source in another format than the case trains on, to score a saved run on."""
+
+    source: str                     # what evaluate(data=...) and `kdl evaluate RUN --data` take
+    options: dict                   # evaluate's data options for it ...
+    cli: list                       # ... and the same as `kdl evaluate` arguments
+    inputs: list                    # its inputs for predict (file paths or strings) ...
+    references: list                # ... and their true labels, translations or transcripts
 
 
 def run_task_test(case, tmp_path):
@@ -73,6 +86,9 @@ def run_task_test(case, tmp_path):
         assert [row.get("label", row.get("translation", row.get("transcript"))) for row in rows] == \
             [row.get("label", row.get("translation", row.get("transcript"))) for row in result.rows()]
 
+    if case.other_data is not None:
+        check_evaluate_on_other_data(loaded, run_dir, case.other_data(tmp_path))
+
     exported = recipe.export(tmp_path / "export", "keras")
     assert {"model.keras", "signature.json", *case.assets} <= _names(exported)
 
@@ -80,6 +96,28 @@ def run_task_test(case, tmp_path):
     with contextlib.redirect_stdout(printed):
         assert main(["predict", str(run_dir), *case.cli_inputs(tmp_path), "--json"]) == 0
     assert len(json.loads(printed.getvalue())) >= 1
+
+
+def check_evaluate_on_other_data(recipe, run_dir, other):
+    """A saved run scored on another labelled source, by the API and by `kdl evaluate --data`,
+    gives the report that predicting its inputs and scoring them by hand gives."""
+    references = other.references
+    if hasattr(recipe, "class_names"):                     # classifiers score class ids
+        references = np.array([recipe.class_names.index(name) for name in references])
+    by_hand = recipe.predict(other.inputs).score(references)
+    report = recipe.evaluate(data=other.source, **other.options)
+    assert report.meta["source"] == other.source and report.meta["task"] == recipe.task
+    _same_metrics(report.metrics, by_hand.metrics)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["evaluate", str(run_dir), "--data", other.source, *other.cli, "--json"]) == 0
+    _same_metrics(json.loads(printed.getvalue())["metrics"], by_hand.metrics)
+
+
+def _same_metrics(got, expected):
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
 
 
 _PREDICT_SCRIPT = """
@@ -152,33 +190,89 @@ WAVES, CLASSES = tones(6, RATE)
 WORDS = ["low", "mid", "high"]                                            # the speech case's transcripts
 CLIPS = np.stack([np.pad(w, (0, 1200 - len(w))) for w in WAVES[::6]])      # (3, 1200): one per class
 
+def _image_folder(folder):
+    """Digits test images as a class folder of 16x16 PNGs (twice the training size), every other
+    one stored as RGB."""
+    from PIL import Image
+
+    from kdl.data import load_images
+
+    paths, names = [], []
+    pairs = load_images("digits", limit=60).splits["test"].take(30).as_numpy_iterator()
+    for i, (image, label) in enumerate(pairs):
+        path = folder / "digit_folder" / str(label) / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray(image[:, :, 0]).resize((16, 16), Image.NEAREST)
+        (picture.convert("RGB") if i % 2 else picture).save(path)
+        paths.append(str(path))
+        names.append(str(label))
+    return OtherData(str(folder / "digit_folder"), {}, [], paths, names)
+
+
+def _reviews_csv(folder):
+    """A CSV with other column names and the labels as words, in another order."""
+    texts, labels = ["fine fun", "slow mess", "great acting", "boring film", "lovely plot"], \
+        ["pos", "neg", "pos", "neg", "pos"]
+    path = folder / "reviews.csv"
+    path.write_text("stars,review\n" + "".join(f"{y},{x}\n" for x, y in zip(texts, labels)))
+    return OtherData(str(path), {"text_column": "review", "label_column": "stars"},
+                     ["--text-column", "review", "--label-column", "stars"], texts, labels)
+
+
+def _pairs_tsv(folder):
+    sources, targets = ["a dog", "two cats", "the bird"], ["ein Hund", "zwei Katzen", "der Vogel"]
+    path = folder / "pairs.tsv"
+    path.write_text("".join(f"{s}\t{t}\n" for s, t in zip(sources, targets)))
+    return OtherData(str(path), {}, [], sources, targets)
+
+
+def _label_folders(folder):
+    """Tones of new phases as label sub-folders of WAVs at twice the training sample rate."""
+    waves, labels = tones(3, 2 * RATE, seed=5)
+    paths = [str(write_wav(folder / "tone_folder" / str(y) / f"{i}.wav", w, rate=2 * RATE))
+             for i, (w, y) in enumerate(zip(waves, labels))]
+    return OtherData(str(folder / "tone_folder"), {}, [], paths, [str(y) for y in labels])
+
+
+def _ljspeech_folder(folder):
+    """An LJSpeech-style folder (metadata.csv + wavs/) of new tones at twice the sample rate."""
+    waves, labels = tones(2, 2 * RATE, seed=6)
+    root = folder / "lj"
+    paths = [str(write_wav(root / "wavs" / f"c{i}.wav", w, rate=2 * RATE)) for i, w in enumerate(waves)]
+    texts = [WORDS[y] for y in labels]
+    (root / "metadata.csv").write_text("".join(f"c{i}|{t}|{t}\n" for i, t in enumerate(texts)))
+    return OtherData(str(root), {}, [], paths, texts)
+
+
 CASES = {
     "image_classifier": TaskCase(
         "image_classifier",
         lambda: kdl.recipes.image_classifier(limit=100, batch_size=16, filters=[4], dense=8),
-        _digits_inputs(), _npy("digits.npy", _digits_inputs())),
+        _digits_inputs(), _npy("digits.npy", _digits_inputs()), other_data=_image_folder),
     "text_classifier": TaskCase(
         "text_classifier",
         lambda: kdl.recipes.text_classifier((TEXTS, LABELS), model="cnn", batch_size=8, max_length=8,
                                             vocabulary_size=40, embedding=8, filters=4),
         np.array(["a fine plot", "dull film", ""]), lambda folder: ["great fun", "a mess"],
-        assets=("vocabulary.txt",)),
+        assets=("vocabulary.txt",), other_data=_reviews_csv),
     "translator": TaskCase(
         "translator",
         lambda: kdl.recipes.translator((SOURCES, TARGETS), data={"batch_size": 8}, max_length=8,
                                        vocabulary_size=60, encoder_layers=1, decoder_layers=1, width=8,
                                        heads=2, intermediate=16, beam_size=2, warmup_steps=1),
         np.array(["a cat", "the dog"]), lambda folder: ["a bird", "--beam-size", "1"],
-        assets=("source_vocabulary.txt", "target_vocabulary.txt")),
+        assets=("source_vocabulary.txt", "target_vocabulary.txt"), other_data=_pairs_tsv),
     "audio_classifier": TaskCase(
         "audio_classifier",
         lambda: kdl.recipes.audio_classifier((WAVES, CLASSES), sample_rate=RATE, max_seconds=0.3,
-                                             batch_size=6, mel_bins=16, filters=[4], dense=8),
-        CLIPS, _wav(CLIPS[0], RATE)),
+                                             batch_size=6, mel_bins=16, filters=[4], dense=8,
+                                             augment={"gain": 6.0, "pitch": 1.0, "shift": 0.02}),
+        CLIPS, _wav(CLIPS[0], RATE), other_data=_label_folders),
     "speech_recognizer": TaskCase(
         "speech_recognizer",
         lambda: kdl.recipes.speech_recognizer((WAVES, [WORDS[c] for c in CLASSES]), sample_rate=RATE,
                                               max_seconds=0.3, batch_size=6, mel_bins=16, hop_ms=20.0,
-                                              width=8, blocks=1, channels=4),
-        CLIPS, _wav(CLIPS[1], RATE), assets=("characters.json",)),
+                                              width=8, blocks=1, channels=4,
+                                              augment={"speed": 0.1, "noise": 20.0, "reverb": 0.05}),
+        CLIPS, _wav(CLIPS[1], RATE), assets=("characters.json", "words.txt"), other_data=_ljspeech_folder),
 }

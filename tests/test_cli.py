@@ -94,7 +94,7 @@ def test_backend_option_is_applied_before_keras_is_imported():
 
 def test_unknown_backend_names_the_choices():
     done = _kdl("--backend", "jaxx", "info")
-    assert done.returncode == 2
+    assert done.returncode == 1 and done.stderr.count("kdl: error: ") == 1
     assert "invalid choice: 'jaxx'" in done.stderr and "'jax', 'tensorflow', 'torch'" in done.stderr
 
 
@@ -118,3 +118,68 @@ def test_an_unknown_keras_backend_in_the_environment_is_one_error_line():
                           timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "kdl: error: the environment sets KERAS_BACKEND='jaxx'" in done.stderr
+
+
+def test_predict_expands_folders_reads_stdin_and_prints_csv(run_dir, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    for name in ("a/one.png", "a/b/two.png", "a/notes.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"mine")
+    for name in ("a/one.png", "a/b/two.png"):
+        Image.fromarray(np.full((8, 8), 90, "uint8")).save(tmp_path / name)
+    assert main(["predict", str(run_dir), str(tmp_path / "a"), "--csv"]) == 0     # recursively, images only
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "input,label,probability,top" and len(printed) == 3
+    found = [line.split(",")[0] for line in printed[1:]]
+    assert found == [str(tmp_path / "a/b/two.png"), str(tmp_path / "a/one.png")]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{tmp_path / 'a/one.png'}\n\n{tmp_path / 'missing.png'}\n"))
+    assert main(["predict", str(run_dir), "-", "--json"]) == 1                    # paths from stdin
+    printed = capsys.readouterr()
+    assert [row["input"] for row in json.loads(printed.out)] == [str(tmp_path / "a/one.png")]
+    assert "missing.png" in printed.err and printed.err.count("kdl: error:") == 1
+
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(run_dir), str(tmp_path / "empty")]) == 1
+    assert "holds no .bmp or .gif or .jpeg or .jpg or .png files" in capsys.readouterr().err
+
+
+def test_predict_warns_in_one_line_about_pixels_out_of_range(run_dir, tmp_path, capsys):
+    np.save(tmp_path / "bright.npy", np.full((8, 8), 1e30))
+    assert main(["predict", str(run_dir), str(tmp_path / "bright.npy")]) == 0
+    error = capsys.readouterr().err
+    assert error.startswith("kdl: warning: predict() got values from 1e+30 to 1e+30; this image_classifier "
+                            "takes 0..255") and "Traceback" not in error and "warnings.warn" not in error
+
+
+def test_evaluate_on_new_labelled_data_and_its_errors(run_dir, tmp_path, capsys):
+    from PIL import Image
+
+    for label, value in (("3", 40), ("7", 200), ("7", 180)):
+        folder = tmp_path / "new" / label
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), value, "uint8")).save(folder / f"{value}.png")
+    assert main(["evaluate", str(run_dir), "--data", str(tmp_path / "new")]) == 0
+    printed = capsys.readouterr().out
+    assert f"scored on {tmp_path / 'new'} (all)" in printed and "(3 examples)" in printed
+    (tmp_path / "new" / "cat").mkdir()
+    Image.fromarray(np.zeros((8, 8), "uint8")).save(tmp_path / "new" / "cat" / "c.png")
+    assert main(["evaluate", str(run_dir), "--data", str(tmp_path / "new")]) == 1
+    assert "has classes ['cat'] that the run does not know" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--set", "data.limit=3"]) == 1
+    assert "need --data PATH" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--data", str(tmp_path / "new"), "--set", "train.epochs=3"]) == 1
+    assert "takes data.FIELD=VALUE settings" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--data", str(tmp_path / "new"), "--set", "data.batch_size=3"]) \
+        == 1
+    assert "'batch_size' is not a data loading option" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly(run_dir, tmp_path):
+    np.save(tmp_path / "many.npy", np.zeros((5000, 8, 8)))      # ~100 KB of output: more than a pipe holds
+    command = f"{sys.executable} -m kdl predict {run_dir} {tmp_path / 'many.npy'} | head -n 1"
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.stdout.startswith(f"{tmp_path / 'many.npy'}[0]\t") and len(done.stdout.splitlines()) == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr[-2000:]

@@ -17,6 +17,8 @@ import kdl
 from kdl import backend, models, recipes, runs
 from kdl.cli import main
 from kdl.compare import baselines, worker
+from kdl.compare.report import Comparison
+from kdl.compare.timing import StepTimer
 
 TINY = ["model.options.filters=[8]", "model.options.dense=16"]
 FIELDS = {"first_step_seconds", "step_seconds_median", "samples_per_second", "epoch_seconds",
@@ -59,7 +61,8 @@ def test_every_backend_reports_every_measure(comparison):
     for row in saved["rows"]:
         assert "error" not in row, row
         assert FIELDS <= set(row), FIELDS - set(row)
-        assert row["steps"] == 16 and len(row["loss_curve"]) == 16
+        assert row["steps"] == 16 and len(row["loss_curve"]) == 2       # steps_per_execution = 8
+        assert row["loss_curve_steps"] == [8, 16] and row["epoch_end_steps"] == [16]   # on every backend
         assert 0.0 <= row["metrics"]["accuracy"] <= 1.0 and row["samples_per_second"] > 0
         assert set(row["overhead"]) == {"plain_fit", "native"} and all(row["overhead"].values())
     assert any(line.startswith("fastest steady-state step: ") for line in saved["winners"])
@@ -167,3 +170,62 @@ def test_a_dict_input_batch_is_saved_and_loaded_without_pickle(translator, tmp_p
     outputs = runs.load_model(initial).predict(loaded, verbose=0)
     assert worker.flat_outputs(outputs).shape == outputs.shape
     assert outputs.shape[:2] == inputs["target_ids"].shape
+
+
+# --- the loss curve: one point per group of steps_per_execution steps on every backend ------------
+
+
+def timed_run(calls, per_step_losses, batches, group, epochs=2):
+    """A StepTimer fed as Keras feeds it: `calls` batches per compiled call (4 as on JAX and
+    TensorFlow with steps_per_execution=4, 1 as on PyTorch), the loss a running mean in the epoch."""
+    timer = StepTimer(batches, group=group)
+    timer.on_train_begin()
+    for epoch in range(epochs):
+        timer.on_epoch_begin(epoch)
+        losses = per_step_losses[epoch * batches:(epoch + 1) * batches]
+        for first in range(0, batches, calls):
+            last = min(first + calls, batches) - 1
+            timer.on_train_batch_begin(first)
+            timer.on_train_batch_end(last, {"loss": np.mean(losses[:last + 1])})
+        timer.on_epoch_end(epoch, {"loss": np.mean(losses)})
+    return timer
+
+
+def test_the_loss_curve_has_the_same_points_on_every_backend():
+    losses = list(np.linspace(3.0, 1.0, 20))                    # 2 epochs of 10 batches
+    jax_like, torch_like = timed_run(4, losses, 10, group=4), timed_run(1, losses, 10, group=4)
+    for timer in (jax_like, torch_like):
+        assert timer.loss_steps == [4, 8, 10, 14, 18, 20]          # a group ends early at an epoch's end
+        assert timer.epoch_end_steps == [10, 20] and len(timer.step_seconds) == 20
+        assert timer.losses[2] == pytest.approx(np.mean(losses[:10]))
+        assert timer.losses[3] == pytest.approx(np.mean(losses[10:14]))   # the running mean restarts
+    assert torch_like.losses == pytest.approx(jax_like.losses)
+    assert timed_run(1, losses, 10, group=1).loss_steps == list(range(1, 21))
+
+
+def test_loss_curves_png_plots_those_points_and_marks_the_epochs():
+    losses = list(np.linspace(3.0, 1.0, 20))
+    comparison = Comparison("recipes/digits_cnn.toml", settings={})
+    for label, calls in (("jax", 4), ("torch", 1)):
+        timer = timed_run(calls, losses, 10, group=4)
+        comparison.add({"label": label, "backend": label, "loss_curve": timer.losses, "loss_group": 4,
+                        "loss_curve_steps": timer.loss_steps, "epoch_end_steps": timer.epoch_end_steps})
+    axes = comparison.loss_figure().axes[0]
+    curves = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in axes.get_lines()}
+    assert set(curves) == {"jax", "torch", "epoch boundary"}
+    assert curves["jax"][0] == curves["torch"][0] == [4, 8, 10, 14, 18, 20]
+    assert curves["jax"][1] == pytest.approx(curves["torch"][1])
+    assert curves["epoch boundary"][0] == [10.5, 10.5]            # between the epochs' steps 10 and 11
+    assert axes.get_xlabel() == "step (a point every 4 steps)"
+    assert "epoch boundary" in [text.get_text() for text in axes.get_legend().get_texts()]
+
+
+def test_a_steps_comparison_cuts_a_longer_warmup_to_its_steps(translation_overrides):
+    recipe = recipes.create("translator", [*translation_overrides, "train.schedule=warmup_cosine",
+                                           "train.warmup_steps=400"])
+    said = []
+    worker.fit_warmup_to_the_steps(recipe, 8, said.append)
+    assert recipe.config.train.warmup_steps == 8
+    assert said == ["train.warmup_steps 400 cut to the 8 steps compared"]
+    worker.fit_warmup_to_the_steps(recipe, 20, said.append)
+    assert recipe.config.train.warmup_steps == 8 and len(said) == 1

@@ -1,5 +1,6 @@
 """Recipe configs: TOML round trip, overrides, bounds, and clear errors for unknown or mistyped fields."""
 
+import dataclasses
 import inspect
 import pathlib
 
@@ -97,3 +98,12 @@ def test_every_task_config_has_the_same_sections_and_checks_its_bounds(task):
         cls(config)
     with pytest.raises(ConfigError, match="data.validation_split must be less than 1; got 1.5"):
         cls(configs.replace(cls.Config(), ["data", "validation_split"], 1.5))
+
+
+def test_a_warmup_longer_than_the_whole_run_is_a_clear_error():
+    train = configs.TrainConfig(schedule="warmup_cosine", warmup_steps=400, learning_rate=1e-3)
+    with pytest.raises(ConfigError, match=r"train.warmup_steps = 400 is longer than the whole run: 90 steps "
+                                          r"\(epochs x batches per epoch\); .* at most 90 .* more epochs"):
+        configs.check_schedule(train, total_steps=90)
+    configs.check_schedule(dataclasses.replace(train, warmup_steps=90), total_steps=90)   # all warm-up
+    configs.check_schedule(dataclasses.replace(train, schedule="cosine"), total_steps=90)  # no warm-up

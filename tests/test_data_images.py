@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from kdl.data import batches, load_images
+from kdl.data.images import read_image
 from kdl.errors import DataError
 
 
@@ -243,8 +244,11 @@ def test_mixed_sizes_need_image_size(tmp_path):
         load_images(root)
     data = load_images(root, image_size=(5, 5))
     assert data.info.image_shape == (5, 5, 1)
-    image, _ = next(iter(data.splits["train"]))
-    assert image.dtype.name == "float32" and image.shape == (5, 5, 1)
+    images = [image.numpy() for split in data.splits.values() for image, _ in split]
+    assert all(image.dtype.name == "uint8" and image.shape == (5, 5, 1) for image in images)
+    # each file is resized as it is decoded, by the decoder predict uses: the same pixels
+    from_predict = read_image(root / "dog" / "big.png", 1, (5, 5))
+    assert any(np.array_equal(image, from_predict) for image in images)
 
 
 @pytest.mark.parametrize(
@@ -275,6 +279,35 @@ def test_folder_of_neither_layout(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(DataError, match=r"neither a folder of IDX files nor .*\['notes.txt'\].*Accepted"):
         load_images(tmp_path)
+
+
+def test_exif_orientation_is_applied_the_same_for_training_and_predict(tmp_path):
+    """A photo stored sideways with an EXIF orientation tag (6: turn 90 degrees clockwise to
+    show it, as phones write them) is read upright by the training loader and by predict."""
+    import kdl
+
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        for index in range(3):
+            write_image(tmp_path / label / f"{index}.png", rng.integers(0, 256, (4, 6, 3), dtype=np.uint8))
+    upright = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6                               # Orientation: rotate 90 CW to display
+    sideways = tmp_path / "a" / "sideways.png"
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(sideways, exif=exif)
+    assert Image.open(sideways).size == (4, 6)     # stored 6 high, 4 wide
+
+    data = load_images(tmp_path)
+    assert data.info.image_shape == (4, 6, 3)      # not "images differ in size"
+    loaded = [image.numpy() for split in data.splits.values() for image, _ in split]
+    assert sum(np.array_equal(image, upright) for image in loaded) == 1
+    np.testing.assert_array_equal(read_image(sideways), upright)
+
+    recipe = kdl.recipes.image_classifier(str(tmp_path), filters=[4], dense=8)
+    recipe.model = recipe.build_model()
+    np.testing.assert_array_equal(recipe.prepare_inputs(str(sideways))[0], upright.astype("float32"))
+    assert recipe.predict(str(sideways)).probabilities.shape == (1, 2)
 
 
 # --- arrays --------------------------------------------------------------------------------

@@ -61,6 +61,21 @@ def test_missing_split_is_a_clear_error(line_files):
         load_parallel(line_files, splits={"dev": "val"})
 
 
+def test_a_folder_of_one_train_pair_holds_out_a_test_split(tmp_path):
+    write(tmp_path / "train.en", EN * 5)
+    write(tmp_path / "train.de", DE * 5)
+    data = load_parallel(tmp_path, validation_split=0.1)
+    count = len(EN) * 5
+    assert sum(data.info.num_examples.values()) == count and data.info.num_examples["test"] == -(-count // 5)
+    sources, targets = data.texts("test")
+    assert all(DE[EN.index(source)] == target for source, target in zip(sources, targets))
+    write(tmp_path / "test_2016.en", EN)                   # another file: the test split must be named
+    with pytest.raises(DataError, match=r"no test split: test\.en\[\.gz\] is missing"):
+        load_parallel(tmp_path)
+    with pytest.raises(DataError, match=r"no test split: final\.en"):
+        load_parallel(tmp_path, splits={"test": "final"})
+
+
 def test_tsv_pairs_in_the_anki_layout(tmp_path):
     path = tmp_path / "spa.txt"
     path.write_text("".join(f"{en}\t{de}\tCC-BY 2.0 (France) Attribution: tatoeba.org #{i}\n"

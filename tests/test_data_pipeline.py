@@ -89,3 +89,16 @@ def test_ctc_labels_are_character_ids_from_one_padded_with_zero():
     assert [ids.tolist() for _, ids in pairs] == [[4, 3, 2, 0, 0, 0], [3, 4, 0, 0, 0, 0], [2, 4, 3, 0, 0, 0]]
     np.testing.assert_array_equal(np.stack([waveform for waveform, _ in pairs]), waveforms)
     assert ctc_labels(split, " eno", 6).element_spec[1].shape.as_list() == [6]
+
+
+def test_a_learned_wordpiece_vocabulary_with_space_like_tokens_saves_and_loads(tmp_path):
+    # Multi30k's German has U+00A0 (no-break space) between words: WordPiece keeps it as a token
+    # (cased), or " " (lower-cased), and the saved vocabulary must load back (found by running
+    # the README's commands).
+    texts = tf.data.Dataset.from_tensor_slices(["ein\u00a0Hund", "zwei\u2009Katzen", "ein Vogel"] * 20)
+    tokenizer = Tokenizer.learn(texts, kind="wordpiece", vocabulary_size=200, max_length=None)
+    assert " " in tokenizer.vocabulary
+    tokenizer.save(tmp_path / "vocabulary.txt")
+    loaded = Tokenizer.load(tmp_path / "vocabulary.txt", kind="wordpiece", max_length=None)
+    assert loaded.vocabulary == tokenizer.vocabulary
+    assert loaded.to_lists(["ein\u00a0Hund"]) == tokenizer.to_lists(["ein\u00a0Hund"])

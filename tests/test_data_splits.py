@@ -2,23 +2,25 @@
 a source's own splits) and the TFDS split slices, checked against a fake TFDS builder."""
 
 import types
+import warnings
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdl.data import load_parallel, load_transcripts
+from kdl.data import load_audio, load_parallel, load_texts, load_transcripts
 from kdl.data.splits import (
     TEST_FRACTION,
     array_splits,
     check_split_options,
     held_count,
+    limited,
     plain_hold_out,
     split_arrays,
     stratified_hold_out,
     tfds_slices,
 )
-from kdl.errors import DataError
+from kdl.errors import DataError, KdlWarning
 
 
 @pytest.mark.parametrize("size, fraction, held", [(10, 0.2, 2), (21, 0.2, 5), (10, 0.25, 3), (1, 0.01, 1),
@@ -70,10 +72,100 @@ def test_split_arrays_holds_out_a_fixed_test_split_then_limits_then_validation()
 
 def test_split_arrays_keeps_a_sources_own_splits_and_limits_each():
     train, validation, test = (np.arange(n) for n in (50, 7, 9))
-    splits = {"test": (test, test), "validation": (validation, validation), "train": (train, train)}
+    splits = {"test": (test, test % 2), "validation": (validation, validation % 2),
+              "train": (train, train % 2)}
     arrays = split_arrays(splits, 0.5, 8, seed=0)
     assert list(arrays) == ["train", "validation", "test"]
-    assert [x.tolist() for x, _ in arrays.values()] == [list(range(8)), list(range(7)), list(range(8))]
+    assert [len(x) for x, _ in arrays.values()] == [8, 7, 8]
+    assert arrays["validation"][0].tolist() == list(range(7))                  # not over the limit
+    for name, (x, y) in arrays.items():
+        assert set(x) <= set(splits[name][0]) and x.tolist() == sorted(x)       # a subset, in order
+        np.testing.assert_array_equal(y, x % 2)                                # pairs stay together
+        assert np.bincount(y).tolist() == [4, 4] or name == "validation"       # each class its share
+    other = split_arrays(splits, 0.5, 8, seed=1)
+    assert other["train"][0].tolist() != arrays["train"][0].tolist()           # train moves with seed
+    assert other["test"][0].tolist() == arrays["test"][0].tolist()             # test does not
+
+
+def test_limit_is_a_stratified_seeded_sample_not_the_first_examples():
+    # FSDD's files sort by digit: the first 300 of 2,700 were digits 0 and 1 only
+    items, labels = np.arange(2700), np.repeat(np.arange(10), 270)
+    x, y = limited(items, labels, 300, seed=0, stratify=True)
+    assert np.bincount(y).tolist() == [30] * 10
+    assert x.tolist() == sorted(x) and set(x) <= set(items)
+    assert limited(items, labels, 300, seed=0, stratify=True)[0].tolist() == x.tolist()
+    assert limited(items, labels, 300, seed=1, stratify=True)[0].tolist() != x.tolist()
+    arrays = split_arrays({"train": (items, labels)}, 0.1, 300, seed=0)
+    assert {name: len(x) for name, (x, _) in arrays.items()} == {"train": 270, "validation": 30, "test": 300}
+    assert all(np.bincount(y).tolist() == [n] * 10 for (_, y), n in zip(arrays.values(), (27, 3, 30)))
+
+
+def test_limit_keeps_every_class_and_each_ones_share():
+    labels = np.array([0] * 90 + [1] * 6 + [2] * 3 + [3])
+    x, y = limited(np.arange(100), labels, 10, seed=0, stratify=True)
+    assert np.bincount(y).tolist() == [7, 1, 1, 1]        # one each, the rest by what is left: 89:5:2:0
+    assert len(limited(np.arange(100), labels, 3, seed=0, stratify=True)[0]) == 3   # fewer than classes
+    assert limited(np.arange(100), labels, 100, seed=0, stratify=True)[0].tolist() == list(range(100))
+
+
+def test_limit_of_strings_is_a_plain_seeded_sample_in_the_sources_order():
+    sources = np.array([f"sentence {i:03d}" for i in range(200)], dtype=object)
+    targets = np.array([f"Satz {i:03d}" for i in range(200)], dtype=object)
+    x, y = limited(sources, targets, 20, seed=0, stratify=False)
+    assert len(x) == 20 and x.tolist() != sources[:20].tolist() and x.tolist() == sorted(x)
+    assert [s.split()[1] for s in x] == [t.split()[1] for t in y]
+    assert max(int(s.split()[1]) for s in x) > 100                 # drawn from the whole split
+    assert limited(sources, targets, 20, seed=0, stratify=False)[0].tolist() == x.tolist()
+    pairs = load_parallel((sources.tolist(), targets.tolist()), limit=20, seed=3)
+    assert pairs.info.num_examples == {"train": 20, "test": 20}
+    assert max(int(text.split()[1]) for text in pairs.texts("train")[0]) > 100
+
+
+def test_no_limit_or_a_limit_above_every_split_gives_the_same_splits():
+    items, labels = np.arange(100), np.arange(100) % 4
+    for stratify in (True, False):
+        plain = split_arrays({"train": (items, labels)}, 0.25, None, seed=3, stratify=stratify)
+        roomy = split_arrays({"train": (items, labels)}, 0.25, 1000, seed=3, stratify=stratify)
+        hold_out = stratified_hold_out if stratify else plain_hold_out
+        kept, test = hold_out(items, labels, TEST_FRACTION, seed=0)
+        train, validation = hold_out(*kept, 0.25, seed=3)
+        expected = [x.tolist() for x, _ in (train, validation, test)]
+        for arrays in (plain, roomy):
+            assert [x.tolist() for x, _ in arrays.values()] == expected
+
+
+def test_a_training_split_without_a_class_of_the_test_split_warns_naming_it():
+    train = (np.arange(6), np.array([0, 0, 0, 1, 1, 1]))
+    test = (np.arange(3), np.array([0, 1, 2]))
+    with pytest.warns(KdlWarning, match=r"cats.csv: the training split has no examples of 1 class\(es\) "
+                                        r"that the test split has: 'bird'; the model cannot learn them"):
+        split_arrays({"train": train, "test": test}, 0.0, None, seed=0, class_names=["cat", "dog", "bird"],
+                     where="cats.csv")
+    with pytest.warns(KdlWarning, match=r"has: '2'"):                   # no names: the class index
+        split_arrays({"train": train, "test": test}, 0.0, None, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_arrays({"train": train, "test": (np.arange(2), np.array([0, 1]))}, 0.0, None, seed=0)
+        split_arrays({"train": train, "test": test}, 0.0, None, seed=0, stratify=False)   # not classes
+
+
+def test_a_text_table_sorted_by_label_keeps_both_classes_under_a_limit(tmp_path):
+    table = tmp_path / "reviews.csv"
+    rows = [f"review {i},{'negative' if i < 500 else 'positive'}" for i in range(1000)]
+    table.write_text("sentence,label\n" + "\n".join(rows) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_texts(table, limit=50, validation_split=0.1)
+    labels = {name: [int(y) for _, y in split.as_numpy_iterator()] for name, split in data.splits.items()}
+    assert {name: sorted(np.bincount(y).tolist()) for name, y in labels.items()} == {
+        "train": [22, 23], "validation": [2, 3], "test": [25, 25]}          # was [50, 0] each
+
+
+def test_fsdd_under_a_limit_trains_on_every_digit(shared_data):
+    data = load_audio(shared_data / "fsdd" / "recordings", limit=300, validation_split=0.1)
+    counts = {name: np.bincount([y for _, y in split.as_numpy_iterator()], minlength=10).tolist()
+              for name, split in data.splits.items()}
+    assert counts == {"train": [27] * 10, "validation": [3] * 10, "test": [30] * 10}
 
 
 def test_split_arrays_without_stratify_is_the_plain_hold_out():

@@ -21,6 +21,18 @@ def test_wer_and_cer_match_jiwer():
     assert report.meta["num_examples"] == 4
 
 
+def test_word_error_counts_are_integers_printed_as_integers():
+    report = speech_recognition(REFERENCES * 51, HYPOTHESES * 51)       # 51 of each error
+    assert all(type(report[name]) is int for name in ("substitutions", "deletions", "insertions"))
+    lines = str(report).splitlines()
+    assert "  deletions          51" in lines and "  wer                0.3333" in lines
+    assert "| insertions | 51 |" in report.to_markdown() and "51.0000" not in report.to_markdown()
+    assert '"deletions": 51,' in report.to_json()
+    older = report.to_dict()                  # a report.json written when counts were floats
+    older["metrics"] = {name: float(value) for name, value in older["metrics"].items()}
+    assert Report.from_dict(older) == report and type(Report.from_dict(older)["deletions"]) is int
+
+
 def test_examples_show_errors_first_and_print():
     report = speech_recognition(REFERENCES * 5, HYPOTHESES * 5, shown=3)
     assert [e["reference"] for e in report.examples] == ["three one four", "two six", "five"]

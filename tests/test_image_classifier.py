@@ -75,12 +75,28 @@ def test_loaded_run_evaluates_like_the_original(digits_run):
     assert kdl.recipes.load(run_dir).evaluate()["accuracy"] == pytest.approx(report["accuracy"])
 
 
-def test_predict_on_wrong_shape_is_a_clear_error(digits_run):
+def test_predict_converts_arrays_of_another_size_or_channel_count_as_training_does(
+        digits_run, digits_test_images, tmp_path):
+    from PIL import Image
+
     recipe, _, _ = digits_run
-    with pytest.raises(DataError, match=r"shape \(2, 28, 28\); this model takes images of shape \(8, 8, 1\)"):
-        recipe.predict(np.zeros((2, 28, 28)))
-    with pytest.raises(DataError, match=r"shape \(2, 8, 8, 3\)"):
-        recipe.predict(np.zeros((2, 8, 8, 3)))
+    grey = digits_test_images[0][:4, :, :, 0].astype(np.float32)              # (4, 8, 8), 0..255
+    expected = recipe.predict(grey).probabilities
+    rgb = np.repeat(grey[..., None], 3, axis=-1)                               # grey as RGB: same pixels
+    np.testing.assert_allclose(recipe.predict(rgb).probabilities, expected, atol=1e-5)
+    rgba = np.concatenate([rgb, np.full((4, 8, 8, 1), 255)], axis=-1)
+    np.testing.assert_allclose(recipe.predict(rgba).probabilities, expected, atol=1e-5)
+    twice = np.repeat(np.repeat(grey, 2, axis=1), 2, axis=2)                   # (4, 16, 16)
+    np.testing.assert_allclose(recipe.predict(twice).probabilities, expected, atol=1e-5)  # bilinear back
+    path = tmp_path / "rgb.png"                                                # a file: PIL converts it
+    Image.fromarray(rgb[0].astype(np.uint8), "RGB").save(path)
+    np.testing.assert_allclose(recipe.predict(str(path)).probabilities, expected[:1], atol=1e-6)
+    with pytest.raises(DataError, match=r"shape \(2, 8, 8, 3, 1\).*C of 1, 3 or 4"):
+        recipe.predict(np.zeros((2, 8, 8, 3, 1)))
+    with pytest.warns(kdl.errors.KdlWarning, match="within 0..1"):             # scaled for another model
+        recipe.predict(grey / 255.0)
+    with pytest.warns(kdl.errors.KdlWarning, match="from -5 to 2.55e"):
+        recipe.predict(np.concatenate([grey[:1] * 0 - 5, grey[1:] * 1e30]))
 
 
 def test_arrays_dataset_and_labels_outside_the_class_range():

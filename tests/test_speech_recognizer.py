@@ -113,7 +113,8 @@ def test_options_and_decoder_checks():
     recipe = kdl.recipes.speech_recognizer(utterances(["a", "b"] * 3), sample_rate=RATE, max_seconds=0.6,
                                            characters="ab", decoder="viterbi")
     log_probs = np.log(np.full((1, 5, 3), 1 / 3, "float32"))
-    with pytest.raises(ConfigError, match="model.decoder must be one of greedy, beam_search; got 'viterbi'"):
+    with pytest.raises(ConfigError, match="model.decoder must be one of greedy, beam_search, lexicon; "
+                                          "got 'viterbi'"):
         recipe.decode(log_probs)
     assert recipe.decode(np.log(np.eye(3, dtype="float32")[[1, 0, 2, 2]][None] + 1e-6), "greedy") == ["ab"]
     with pytest.raises(ConfigError, match="no model yet"):
@@ -134,7 +135,8 @@ def test_export_transcribes_with_its_characters_file(letters_run, tmp_path):
     format = "saved_model" if backend.name() == "jax" else "onnx"   # jax's ONNX path is through tensorflow
     out = recipe.export(tmp_path / "export", format)
     signature = json.loads((out / "signature.json").read_text())
-    assert signature["assets"] == ["characters.json"] and "CTC blank" in signature["output_meaning"]
+    assert signature["assets"] == ["characters.json", "words.txt"]
+    assert "CTC blank" in signature["output_meaning"]
     assert signature["inputs"][0]["shape"] == [None, 2400] and signature["sample_rate"] == RATE
     characters = json.loads((out / "characters.json").read_text())
     batch = np.stack([fit_length(w, 2400) for w in waves[:8]])
@@ -178,3 +180,40 @@ def test_cli_transcribe_and_predict(letters_run, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == [{"input": str(path), "transcript": texts[7]}]
     assert main(["transcribe", str(run_dir), str(tmp_path / "missing.wav")]) == 1
     assert "missing.wav" in capsys.readouterr().err
+
+
+def test_lexicon_decoding_of_a_trained_run_from_python_and_the_command_line(letters_run, tmp_path, capsys):
+    from kdl.cli import main
+
+    recipe, _, run_dir, (waves, texts) = letters_run
+    words = (run_dir / "words.txt").read_text().split()
+    assert words == sorted({word for text in texts for word in text.split()})      # the training words
+    assert recipe.transcribe(waves[:8], decoder="lexicon") == texts[:8]
+    only = tmp_path / "only.txt"
+    only.write_text("ab ba\ncab\n")
+    assert set(recipe.transcribe(waves[:8], decoder="lexicon", words=str(only))) <= {"ab", "ba", "cab", "", *(
+        f"{a} {b}" for a in ("ab", "ba", "cab") for b in ("ab", "ba", "cab"))}
+    path = write_wav(tmp_path / "u.wav", waves[7], rate=RATE)
+    assert main(["transcribe", str(run_dir), str(path), "--decoder", "lexicon"]) == 0
+    assert capsys.readouterr().out == f"{path}\t{texts[7]}\n"
+    assert main(["predict", str(run_dir), str(path), "--decoder", "lexicon", "--words", str(only),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["transcript"] in {"ab", "ba", "cab"}
+    bad = tmp_path / "bad.arpa"
+    bad.write_text("\\data\\\nngram 1=x\n")
+    assert main(["transcribe", str(run_dir), str(path), "--decoder", "lexicon", "--lm", str(bad)]) == 1
+    assert "bad.arpa, line 2: expected 'ngram N=count'" in capsys.readouterr().err
+
+
+def test_a_run_saved_before_the_lexicon_decoder_needs_a_word_list(tmp_path):
+    from pathlib import Path
+
+    old = Path(__file__).parent / "fixtures" / "runs_v0_1_0" / "speech_recognizer"
+    recipe = kdl.recipes.load(old)
+    inputs = np.load(old.parent / "speech_recognizer.inputs.npy")
+    with pytest.raises(ConfigError, match="has no words.txt .*; give a word list .*--words FILE"):
+        recipe.predict(inputs, decoder="lexicon")
+    words = tmp_path / "words.txt"
+    words.write_text(" ".join(sorted(set(recipe.characters) - {" "})) + "\n")    # every one-letter word
+    texts = recipe.predict(inputs, decoder="lexicon", words=str(words)).transcripts
+    assert all(set(text.split()) <= set(recipe.characters) for text in texts)

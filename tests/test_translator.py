@@ -13,7 +13,7 @@ import pytest
 import kdl
 from kdl import backend
 from kdl.cli import main
-from kdl.errors import ConfigError, DataError
+from kdl.errors import ConfigError, DataError, KdlWarning
 from kdl.evaluation import TranslationReport
 
 WORDS = {"the": "der", "a": "ein", "red": "rote", "big": "große", "small": "kleine", "cat": "Katze",
@@ -88,9 +88,11 @@ def test_translate_single_string_and_bad_input(toy_run):
 
 def test_long_sentences_are_cut_with_a_warning(toy_run):
     recipe, _, _ = toy_run
-    with pytest.warns(UserWarning, match=r"1 of 2 source sentences are longer than data.max_length=12"):
+    with pytest.warns(KdlWarning, match=r"1 of 2 source sentences are longer than data.max_length=12") as w:
         out = recipe.translate([SOURCES[0], " ".join([SOURCES[0]] * 5)])
     assert out[0] == TARGETS[0] and isinstance(out[1], str)
+    # shown at the caller's line (here), not at a line of kdl's code that Python would echo
+    assert [warning.filename for warning in w if warning.category is KdlWarning] == [__file__]
 
 
 def test_saved_run_holds_its_vocabularies_and_translates_the_same(toy_run):

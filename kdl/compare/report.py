@@ -174,12 +174,40 @@ class Comparison:
         axes.set_title(f"Throughput: {pathlib.Path(self.recipe).stem}")
         figure.tight_layout()
         figure.savefig(self.out / "throughput.png", dpi=100)
+        self.loss_figure().savefig(self.out / "loss_curves.png", dpi=100)
+
+    def loss_curves(self):
+        """label -> (steps, losses): each run's training loss, one point per group of the recipe's
+        steps_per_execution steps on every backend (`StepTimer`), at the group's last step."""
+        curves = {}
+        for row in self.succeeded:
+            losses = row.get("loss_curve") or []
+            curves[row["label"]] = (row.get("loss_curve_steps") or list(range(1, len(losses) + 1)), losses)
+        return curves
+
+    def epoch_boundaries(self):
+        """The steps after which a new epoch began (where Keras' running-mean loss restarts): every
+        epoch end but the last, of the run with the most epochs."""
+        ends = max((row.get("epoch_end_steps") or [] for row in self.succeeded), key=len, default=[])
+        return ends[:-1]
+
+    def loss_figure(self):
+        """The loss_curves.png figure: every run's `loss_curves` as points joined by lines, and a
+        dashed line at each of the `epoch_boundaries`."""
+        from matplotlib.figure import Figure
+
         figure = Figure(figsize=(6, 3.5))
         axes = figure.subplots()
-        for row in rows:
-            axes.plot(range(1, len(row["loss_curve"]) + 1), row["loss_curve"], label=row["label"])
-        axes.set_xlabel("step")
-        axes.set_ylabel("training loss (running mean per epoch)")
+        for label, (steps, losses) in self.loss_curves().items():
+            axes.plot(steps, losses, marker="o" if len(steps) <= 50 else None, markersize=3, label=label)
+        for index, step in enumerate(self.epoch_boundaries()):
+            axes.axvline(step + 0.5, color="grey", linestyle="--", linewidth=0.8,
+                         label="epoch boundary" if index == 0 else None)
+        groups = {row.get("loss_group", 1) for row in self.succeeded}
+        every = f"every {groups.pop()} steps" if len(groups) == 1 and 1 not in groups else "every step"
+        axes.set_xlabel(f"step (a point {every})")
+        axes.set_ylabel("training loss\n(running mean in the epoch)")
+        axes.set_title(f"Training loss: {pathlib.Path(self.recipe).stem}")
         axes.legend()
         figure.tight_layout()
-        figure.savefig(self.out / "loss_curves.png", dpi=100)
+        return figure

@@ -15,7 +15,7 @@ import time
 
 from kdl.backend import BACKENDS
 from kdl.compare.report import Comparison
-from kdl.errors import ConfigError
+from kdl.errors import ConfigError, RunError
 
 
 def compare(recipe, backends=BACKENDS, *, epochs=None, steps=None, batch_size=None, out=None,
@@ -37,9 +37,20 @@ def compare(recipe, backends=BACKENDS, *, epochs=None, steps=None, batch_size=No
     backends = _check_backends(backends)
     if epochs is not None and steps is not None:
         raise ConfigError("give epochs or steps, not both")
+    for name, value, least in (("epochs", epochs, 1), ("steps", steps, 1), ("batch_size", batch_size, 1),
+                               ("agreement_steps", agreement_steps, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ConfigError(f"compare: {name} must be a whole number of at least {least}; got {value!r}")
     overrides = list(overrides) + ([f"data.batch_size={batch_size}"] if batch_size else [])
+    _check_recipe(recipe, overrides)          # before any backend process starts
     out = pathlib.Path(out or tempfile.mkdtemp(prefix="kdl-compare-"))
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"compare: --out {str(out)!r} is a file; the report needs a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"compare: cannot make the report folder {str(out)!r}: "
+                       f"{error.strerror or error}") from None
     spec = {"recipe": str(recipe), "overrides": overrides, "data_root": data_root and str(data_root),
             "epochs": epochs, "steps": steps, "agreement_steps": agreement_steps,
             "initial_model": str(out / "init" / "initial.keras"),
@@ -70,6 +81,14 @@ def compare(recipe, backends=BACKENDS, *, epochs=None, steps=None, batch_size=No
         comparison.write()
         progress(f"[{index}/{len(runs)}] {label}: {comparison.summary(label)}")
     return comparison
+
+
+def _check_recipe(recipe, overrides):
+    """The recipe file or task name and its overrides, read as each worker reads them (one
+    ConfigError here rather than one per backend process)."""
+    from kdl.compare.worker import make_recipe
+
+    make_recipe({"recipe": str(recipe), "overrides": list(overrides), "data_root": None})
 
 
 def _run_worker(spec, backend_name, timeout, progress):

@@ -86,6 +86,15 @@ def losses_after_identical_steps(recipe, steps):
     return losses
 
 
+def fit_warmup_to_the_steps(recipe, steps, progress):
+    """A `--steps` comparison trains `steps` steps, fewer than the recipe's run: a warm-up longer
+    than that (kdl.config.check_schedule refuses one longer than the run) is cut to the steps."""
+    train = recipe.config.train
+    if train.schedule == "warmup_cosine" and train.warmup_steps > steps:
+        progress(f"train.warmup_steps {train.warmup_steps} cut to the {steps} steps compared")
+        train.warmup_steps = steps
+
+
 def save_arrays(path, arrays):
     """Save `arrays` (one array, or a dict / list / tuple of them, nested) as an .npz file
     that `load_arrays` reads back without pickle: the arrays in keras.tree.flatten order and
@@ -147,10 +156,11 @@ def run(spec, out, progress):
     agreement_losses = losses_after_identical_steps(recipe, spec["agreement_steps"])
     epochs, steps = spec["epochs"], spec["steps"]
     batches = len(recipe.batches("train"))
+    group = recipe.config.train.steps_per_execution     # the same on every backend (torch runs 1 a call)
     if steps:   # whole compiled calls: Keras runs steps_per_execution batches at a time
-        per_call = backend.steps_per_execution(recipe.config.train.steps_per_execution)
-        epochs, steps = 1, min(math.ceil(steps / per_call) * per_call, batches)
-    timer = StepTimer(steps or batches, progress)
+        epochs, steps = 1, min(math.ceil(steps / group) * group, batches)
+        fit_warmup_to_the_steps(recipe, steps, progress)
+    timer = StepTimer(steps or batches, progress, group=group)
     start = time.perf_counter()
     recipe.fit(epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
     fit_seconds = time.perf_counter() - start
@@ -180,6 +190,9 @@ def run(spec, out, progress):
         "peak_device_memory_mb": device_peak / 2**20 if device_peak else None,
         "metrics": report.metrics,
         "loss_curve": timer.losses,
+        "loss_curve_steps": timer.loss_steps,
+        "epoch_end_steps": timer.epoch_end_steps,
+        "loss_group": group,
         "agreement_losses": agreement_losses,
         "batch_size": batch_size,
         "baselines": baseline,

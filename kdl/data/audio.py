@@ -25,6 +25,12 @@ Transcript sources (`load_transcripts`):
 - `"tfds:librispeech"` (train_clean100 / dev_clean / test_clean);
 - arrays: `(waveforms, transcripts)` or `{"train": ..., "test": ...}`.
 
+Speaker-held-out splits (`split="speaker"`, `test_speakers=[...]`, the rule is
+`kdl.data.splits.speaker_split`): every clip of the named speakers is "test", every other clip
+"train". An FSDD folder names the speaker in every file name; a folder of label sub-folders or an
+LJSpeech folder takes a `speakers` file, one `NAME SPEAKER` line per clip (NAME: the WAV file's
+name, its path under the folder, or its LJSpeech id; separated by a tab, a comma or spaces).
+
 WAV files are read by `kdl.data.io.read_wav` (the standard library `wave` module, 8/16/24/32-bit
 PCM at 1 to 768 kHz), mixed down to mono (the mean of the channels) and resampled to `sample_rate`
 (`scipy.signal.resample_poly`).
@@ -56,15 +62,23 @@ import tensorflow as tf
 
 from kdl.data.dataset import Dataset, class_names_for
 from kdl.data.io import (
-    prepared_tfds_builder,
     read_lines,
     read_wav,
     resample,
     resolve_path,
     subfolders,
     unsupported_source,
+    walk_folder,
 )
-from kdl.data.splits import array_splits, check_split_options, split_arrays, tfds_slices
+from kdl.data.splits import (
+    SPEAKER_SPLITS,
+    array_splits,
+    check_split_options,
+    speaker_split,
+    split_arrays,
+    tfds_slices,
+)
+from kdl.data.tfds_builder import prepared_tfds_builder
 from kdl.errors import DataError
 
 FSDD_NAME = re.compile(r"^(?P<label>[^_/]+)_(?P<speaker>[^_/]+)_(?P<index>\d+)\.wav$", re.IGNORECASE)
@@ -142,7 +156,7 @@ def trim_silence(waveform, threshold=0.05, margin=0.02, sample_rate=8000):
 
 
 def load_audio(source, *, data_root=None, sample_rate=8000, max_seconds=1.0, class_names=None,
-               validation_split=0.0, limit=None, seed=0):
+               validation_split=0.0, limit=None, seed=0, split="default", test_speakers=(), speakers=None):
     """Load a spoken-command dataset as "train", ["validation",] "test" splits of (waveform, label).
 
     source: see the module docstring. A relative path is looked up in the current directory,
@@ -151,9 +165,12 @@ def load_audio(source, *, data_root=None, sample_rate=8000, max_seconds=1.0, cla
     class_names: names for integer labels (arrays, TFDS), or which labels to keep (folders).
     validation_split: fraction of train held out as "validation", stratified and seeded by `seed`.
     limit: keep at most this many examples of each split.
+    split, test_speakers, speakers: "default" (the source's own test split) or "speaker" (the
+        clips of `test_speakers` are the test split; see the module docstring).
     """
     num_samples = _check_options(sample_rate, max_seconds, validation_split, limit)
     options = dict(validation_split=validation_split, limit=limit, seed=seed)
+    by_speaker = _check_speaker_options(source, split, test_speakers, speakers)
     if isinstance(source, (tuple, dict)):
         splits = {name: _array_clips(name, pair, "labels") for name, pair in array_splits(
             source, "(waveforms, labels)").items()}
@@ -171,7 +188,7 @@ def load_audio(source, *, data_root=None, sample_rate=8000, max_seconds=1.0, cla
     if not isinstance(source, (str, os.PathLike)):
         raise unsupported_source(source, CLASSIFICATION_SOURCES)
     folder = resolve_path(source, data_root, CLASSIFICATION_SOURCES)
-    files = _labelled_files(folder, class_names)
+    files = _labelled_files(folder, class_names, by_speaker and (test_speakers, speakers, data_root))
     names = list(class_names or sorted({label for pairs in files.values() for _, label in pairs},
                                        key=_natural))
     clips = {}
@@ -191,15 +208,61 @@ def _check_options(sample_rate, max_seconds, validation_split, limit):
     return int(round(max_seconds * sample_rate))
 
 
+def _check_speaker_options(source, split, test_speakers, speakers):
+    """True for a speaker-held-out split, after checking the split options fit the source."""
+    if split not in SPEAKER_SPLITS:
+        raise DataError(f"split must be one of {', '.join(map(repr, SPEAKER_SPLITS))}; got {split!r}")
+    if split == "default":
+        if test_speakers or speakers:
+            raise DataError(f'test_speakers and speakers are for split = "speaker"; got split = {split!r} '
+                            f"with test_speakers={list(test_speakers)!r}, speakers={speakers!r}")
+        return False
+    if not isinstance(source, (str, os.PathLike)) or str(source).startswith("tfds:"):
+        raise DataError(f'split = "speaker" needs a folder whose clips name their speakers (FSDD file names, '
+                        f"or a speakers file); the source {str(source)[:80]!r} has no speakers")
+    return True
+
+
+def _speaker_table(speakers, data_root):
+    """NAME -> speaker from a speakers file (`NAME SPEAKER` lines; tab, comma or spaces between)."""
+    path = resolve_path(speakers, data_root, "a speakers file: one 'NAME SPEAKER' line per clip")
+    table = {}
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = re.split(r"[\t,]|\s+", line.strip(), maxsplit=1)
+        if len(fields) != 2 or not fields[1].strip():
+            raise DataError(f"{path}, line {number}: expected 'NAME SPEAKER' (a clip and its speaker), "
+                            f"got {line[:80]!r}")
+        table[fields[0].strip()] = fields[1].strip()
+    if not table:
+        raise DataError(f"speakers file {path} lists no clips; expected one 'NAME SPEAKER' line per clip")
+    return table, path
+
+
+def _speaker_of(table, keys, what):
+    """The speaker `table` gives the first of `keys` it names; a DataError naming the clip otherwise."""
+    table, path = table
+    found = next((table[key] for key in keys if key in table), None)
+    if found is None:
+        raise DataError(f"{what}: not in the speakers file {path} (looked for "
+                        f"{' or '.join(map(repr, keys))}); "
+                        'split = "speaker" needs the speaker of every clip')
+    return found
+
+
 def _natural(name):
     return (0, int(name), "") if name.isdigit() else (1, 0, name)
 
 
-def _labelled_files(folder, class_names):
-    """Split -> [(path, label name)] of an FSDD folder or a folder of label sub-folders."""
+def _labelled_files(folder, class_names, by_speaker=None):
+    """Split -> [(path, label name)] of an FSDD folder or a folder of label sub-folders.
+
+    by_speaker: None (the folder's own split), or (test_speakers, speakers file or None, data_root):
+    the clips of test_speakers are "test", all others "train" (kdl.data.splits.speaker_split)."""
     if not folder.is_dir():
         raise DataError(f"{folder} is a file; expected {CLASSIFICATION_SOURCES}")
-    wavs = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav")
+    wavs = walk_folder(folder, (".wav",))[1]
     if wavs:
         bad = next((p for p in wavs if not FSDD_NAME.match(p.name)), None)
         if bad is not None:
@@ -212,6 +275,12 @@ def _labelled_files(folder, class_names):
             if class_names is None or match["label"] in class_names:
                 split = "test" if int(match["index"]) in FSDD_TEST_INDICES else "train"
                 files[split].append((path, match["label"]))
+        if by_speaker:
+            table = _speaker_table(by_speaker[1], by_speaker[2]) if by_speaker[1] else None
+            pairs = sorted(files["train"] + files["test"])
+            who = [FSDD_NAME.match(path.name)["speaker"] if table is None else
+                   _speaker_of(table, [path.name, path.stem], path) for path, _ in pairs]
+            return _split_by_speaker(pairs, who, by_speaker[0], folder)
         return {split: pairs for split, pairs in files.items() if pairs or split == "train"}
     layout = {split: folder / split for split in ("train", "test")}
     if not all(path.is_dir() for path in layout.values()):
@@ -227,12 +296,27 @@ def _labelled_files(folder, class_names):
                             f"expected {CLASSIFICATION_SOURCES}")
         pairs = []
         for name in class_names or found:
-            paths = sorted((split_folder / name).rglob("*.wav"))
+            paths = walk_folder(split_folder / name, (".wav",), recursive=True)[1]
             if not paths:
                 raise DataError(f"label folder {split_folder / name} holds no .wav files")
             pairs += [(path, name) for path in paths]
         files[split] = pairs
+    if by_speaker:
+        if not by_speaker[1]:
+            raise DataError(f'{folder}: split = "speaker" needs data.speakers, a file naming the speaker of '
+                            "every clip (the file names of a folder of label sub-folders do not)")
+        table = _speaker_table(by_speaker[1], by_speaker[2])
+        pairs = [pair for split_pairs in files.values() for pair in split_pairs]
+        who = [_speaker_of(table, [path.relative_to(folder).as_posix(), path.name, path.stem], path)
+               for path, _ in pairs]
+        return _split_by_speaker(pairs, who, by_speaker[0], folder)
     return files
+
+
+def _split_by_speaker(items, speakers, test_speakers, where):
+    """{"train": [...], "test": [...]} of `items` by their `speakers` (kdl.data.splits.speaker_split)."""
+    names = speaker_split(speakers, test_speakers, where)
+    return {split: [item for item, name in zip(items, names) if name == split] for split in ("train", "test")}
 
 
 def _array_clips(split, pair, what):
@@ -257,7 +341,7 @@ def _classification_dataset(source, clips, class_names, sample_rate, num_samples
                             validation_split, limit, seed):
     splits = {name: (np.stack(waves) if waves else np.zeros((0, num_samples), np.float32), labels)
               for name, (waves, labels) in clips.items()}
-    arrays = split_arrays(splits, validation_split, limit, seed)
+    arrays = split_arrays(splits, validation_split, limit, seed, class_names=class_names, where=source)
     datasets = {name: tf.data.Dataset.from_tensor_slices((x, y)) for name, (x, y) in arrays.items()}
     return _dataset(source, sample_rate, num_samples, class_names, datasets)
 
@@ -271,16 +355,22 @@ def _dataset(source, sample_rate, num_samples, class_names, datasets, transcript
 
 
 def load_transcripts(source, *, data_root=None, sample_rate=8000, max_seconds=4.0, lowercase=True,
-                     validation_split=0.0, limit=None, seed=0, utterances=(2000, 300), max_digits=5):
+                     validation_split=0.0, limit=None, seed=0, utterances=(2000, 300), max_digits=5,
+                     split="default", test_speakers=(), speakers=None, pauses=(0.05, 0.25), overlap=0.0,
+                     loudness=0.0):
     """Load a speech recognition dataset as "train", ["validation",] "test" splits of
     (waveform, transcript). Options as `load_audio`, and:
 
     lowercase: lower-case every transcript.
     utterances, max_digits: for "fsdd_digit_strings:FOLDER", how many (train, test) utterances to
         make, of 1 to `max_digits` digits each.
+    pauses, overlap, loudness: how digit strings join their digits (see `digit_strings`).
+    split, test_speakers, speakers: "default" or "speaker" (held-out speakers), as `load_audio`.
     """
     num_samples = _check_options(sample_rate, max_seconds, validation_split, limit)
     options = dict(validation_split=validation_split, limit=limit, seed=seed)
+    by_speaker = _check_speaker_options(source, split, test_speakers, speakers)
+    speaker_options = (test_speakers, speakers, data_root) if by_speaker else None
     clean = (lambda text: text.lower()) if lowercase else (lambda text: text)
     if isinstance(source, (tuple, dict)):
         rows = {}
@@ -299,14 +389,15 @@ def load_transcripts(source, *, data_root=None, sample_rate=8000, max_seconds=4.
     if isinstance(source, str) and source.startswith(DIGIT_STRINGS_PREFIX):
         folder = resolve_path(source.removeprefix(DIGIT_STRINGS_PREFIX), data_root, TRANSCRIPT_SOURCES)
         rows = digit_strings(folder, utterances, sample_rate=sample_rate, num_samples=num_samples,
-                             max_digits=max_digits, seed=seed)
+                             max_digits=max_digits, seed=seed, pause=pauses, overlap=overlap,
+                             loudness=loudness, by_speaker=speaker_options)
         return _transcript_dataset(source, rows, sample_rate, num_samples, **options)
     if not isinstance(source, (str, os.PathLike)):
         raise unsupported_source(source, TRANSCRIPT_SOURCES)
     folder = resolve_path(source, data_root, TRANSCRIPT_SOURCES)
     if not (folder.is_dir() and (folder / "metadata.csv").is_file()):
         raise DataError(f"{folder} has no metadata.csv; expected {TRANSCRIPT_SOURCES}")
-    waves, texts, where = [], [], []
+    waves, texts, where, ids = [], [], [], []
     for number, line in enumerate(read_lines(folder / "metadata.csv"), start=1):
         if not line.strip():
             continue
@@ -320,29 +411,56 @@ def load_transcripts(source, *, data_root=None, sample_rate=8000, max_seconds=4.
         waves.append(fit_length(read_wav(path, sample_rate)[0], num_samples, str(path)))
         texts.append(clean(fields[-1].strip()))
         where.append(f"{at} ({path.name})")
+        ids.append(fields[0].strip())
     if not waves:
         raise DataError(f"{folder / 'metadata.csv'} lists no clips")
-    return _transcript_dataset(os.fspath(source), {"train": (waves, texts, where)}, sample_rate,
-                               num_samples, **options)
+    rows = {"train": (waves, texts, where)}
+    if by_speaker:
+        if not speakers:
+            raise DataError(f'{folder}: split = "speaker" needs data.speakers, a file naming the speaker of '
+                            "every clip (metadata.csv does not)")
+        table = _speaker_table(speakers, data_root)
+        who = [_speaker_of(table, [name, f"{name}.wav"], at) for name, at in zip(ids, where)]
+        names = speaker_split(who, test_speakers, folder)
+        rows = {split: tuple([item for item, name in zip(column, names) if name == split]
+                             for column in (waves, texts, where)) for split in ("train", "test")}
+    return _transcript_dataset(os.fspath(source), rows, sample_rate, num_samples, **options)
 
 
 def digit_strings(folder, utterances=(2000, 300), *, sample_rate=8000, num_samples=32000,
-                  max_digits=5, pause=(0.05, 0.25), seed=0):
+                  max_digits=5, pause=(0.05, 0.25), seed=0, overlap=0.0, loudness=0.0, by_speaker=None):
     """Split -> (waveforms, transcripts, where): spoken digit strings from an FSDD folder.
 
     Each utterance draws 1 to `max_digits` digits, and for each a random clip of that digit from
-    the split's recordings (official FSDD split: "test" uses only index 0-4), trimmed of its
-    silence; the clips are joined with random pauses of `pause` seconds (also before the first
-    and after the last). Digits are dropped from the end until the utterance fits `num_samples`.
-    The transcript is the digits as words: "three one four". The same seed gives the same data.
+    the split's recordings (official FSDD split: "test" uses only index 0-4; `by_speaker`, as
+    `_labelled_files` takes it: "test" uses only the test speakers' recordings, "train" only the
+    others'), trimmed of its silence; the clips are joined with random pauses of `pause` seconds
+    (also before the first and after the last). Digits are dropped from the end until the
+    utterance fits `num_samples`. The transcript is the digits as words: "three one four". The same
+    seed gives the same data.
+
+    Continuous speech, train utterances only (test utterances keep the pauses above): with
+    `overlap` > 0, each join between two digits is drawn from -overlap to pause[1] seconds, a
+    negative join overlapping the two clips by that much (cross-faded), 0 none, a positive one a
+    pause; with `loudness` > 0, each digit's gain is drawn from -loudness to +loudness dB.
     """
-    files = _labelled_files(pathlib.Path(folder), None)
+    files = _labelled_files(pathlib.Path(folder), None, by_speaker)
     if "test" not in files or sorted({label for _, label in files["train"]}) != list("0123456789"):
         raise DataError(f"{folder}: digit strings need an FSDD recordings folder (digits 0-9, "
                         "{digit}_{speaker}_{index}.wav with indices 0-4 for test)")
+    if not (len(pause) == 2 and 0 <= pause[0] <= pause[1]):
+        raise DataError("pauses must be [shortest, longest] seconds, 0 <= shortest <= longest; "
+                        f"got {list(pause)}")
+    if overlap < 0 or loudness < 0:
+        raise DataError(f"overlap and loudness must be at least 0; got overlap={overlap}, "
+                        f"loudness={loudness}")
     rows = {}
     for offset, (split, count) in enumerate(zip(("train", "test"), utterances)):
         by_digit = {d: [path for path, label in files[split] if label == str(d)] for d in range(10)}
+        missing = [d for d, paths in by_digit.items() if not paths]
+        if missing:
+            raise DataError(f"{folder}: the {split} split has no recording of digits {missing}; digit "
+                            "strings need every digit in both splits")
         cache = {}     # path -> trimmed clip: only the clips drawn are read
 
         def clip(path):
@@ -351,19 +469,50 @@ def digit_strings(folder, utterances=(2000, 300), *, sample_rate=8000, num_sampl
             return cache[path]
 
         rng = np.random.default_rng([seed, offset])
+        continuous = split == "train" and (overlap > 0 or loudness > 0)
         waves, texts = [], []
         for _ in range(count):
             digits = rng.integers(0, 10, rng.integers(1, max_digits + 1))
             clips = [clip(by_digit[d][rng.integers(len(by_digit[d]))]) for d in digits]
-            gaps = [np.zeros(int(rng.uniform(*pause) * sample_rate), np.float32)
-                    for _ in range(len(clips) + 1)]
-            while len(clips) > 1 and sum(map(len, clips + gaps)) > num_samples:
-                digits, clips, gaps = digits[:-1], clips[:-1], gaps[:-1]
-            parts = [gaps[0]] + [part for clip, gap in zip(clips, gaps[1:]) for part in (clip, gap)]
-            waves.append(fit_length(np.concatenate(parts)[:num_samples], num_samples))
+            if continuous:
+                digits, wave = _continuous(digits, clips, rng, sample_rate, num_samples, pause, overlap,
+                                           loudness)
+            else:
+                gaps = [np.zeros(int(rng.uniform(*pause) * sample_rate), np.float32)
+                        for _ in range(len(clips) + 1)]
+                while len(clips) > 1 and sum(map(len, clips + gaps)) > num_samples:
+                    digits, clips, gaps = digits[:-1], clips[:-1], gaps[:-1]
+                parts = [gaps[0]] + [part for clip_, gap in zip(clips, gaps[1:]) for part in (clip_, gap)]
+                wave = np.concatenate(parts)
+            waves.append(fit_length(wave[:num_samples], num_samples))
             texts.append(" ".join(DIGIT_WORDS[d] for d in digits))
         rows[split] = waves, texts, [f"{split} utterance {i}" for i in range(count)]
     return rows
+
+
+def _continuous(digits, clips, rng, sample_rate, num_samples, pause, overlap, loudness):
+    """(digits kept, waveform): the clips joined as continuous speech (see `digit_strings`)."""
+    gains = 10 ** (rng.uniform(-loudness, loudness, len(clips)) / 20) if loudness else np.ones(len(clips))
+    clips = [(c * g).astype(np.float32) for c, g in zip(clips, gains)]
+    joins = rng.uniform(-overlap, pause[1], max(len(clips) - 1, 0)) if overlap else \
+        rng.uniform(*pause, max(len(clips) - 1, 0))
+    edges = rng.uniform(*pause, 2)
+    while True:
+        wave = np.zeros(int(edges[0] * sample_rate), np.float32)
+        for i, part in enumerate(clips):
+            join = int(joins[i - 1] * sample_rate) if i else 0
+            if join >= 0:
+                wave = np.concatenate([wave, np.zeros(join, np.float32), part])
+                continue
+            n = min(-join, len(part) // 3, len(wave) // 3)     # cross-fade, at most a third of a clip
+            fade = np.linspace(0.0, 1.0, n, dtype=np.float32)
+            mixed = wave[len(wave) - n:] * (1 - fade) + part[:n] * fade
+            wave = np.concatenate([wave[:len(wave) - n], mixed, part[n:]])
+        wave = np.concatenate([wave, np.zeros(int(edges[1] * sample_rate), np.float32)])
+        if len(clips) == 1 or len(wave) <= num_samples:
+            peak = np.abs(wave).max()
+            return digits, (wave / peak if peak > 1 else wave)      # louder digits stay within [-1, 1]
+        digits, clips = digits[:-1], clips[:-1]
 
 
 def _transcript_dataset(source, rows, sample_rate, num_samples, *, validation_split, limit, seed):

@@ -13,6 +13,10 @@ them: the fields every modality has (source, num_examples, class_names) and the 
 (['a cat', 'a dog'], ['eine Katze', 'ein Hund'])
 >>> class_names_for(np.array([0, 2, 1]), None)
 ['0', '1', '2']
+>>> labelled = Dataset.of("x", {"test": tf.data.Dataset.from_tensor_slices(([0., 1.], [0, 1]))},
+...                       class_names=["dog", "cat"])
+>>> [int(y) for _, y in relabel(labelled, ["cat", "bird", "dog"]).splits["test"]]
+[2, 0]
 """
 
 import dataclasses
@@ -65,3 +69,24 @@ def class_names_for(labels, class_names):
     if num_classes < 2:
         raise DataError(f"found {num_classes} class; a classifier needs at least 2")
     return list(class_names) if class_names is not None else [str(label) for label in range(num_classes)]
+
+
+def relabel(dataset, class_names):
+    """`dataset` (of (input, label) pairs) with its labels renumbered to `class_names`, matched by
+    name: to score a trained run on data whose classes come in another order, or are a subset.
+    Labels without names (a source of integer labels, named "0", "1", ...) keep their numbers.
+    A class the run does not know is a DataError listing them."""
+    import tensorflow as tf
+
+    own, class_names = list(dataset.info.class_names), list(class_names)
+    if own == [str(i) for i in range(len(own))] and not set(own) <= set(class_names):
+        own = class_names[:len(own)] if len(own) <= len(class_names) else own    # integer labels
+    unknown = [name for name in own if name not in class_names]
+    if unknown:
+        raise DataError(f"{dataset.info.source} has classes {unknown[:10]} that the run does not know; "
+                        f"the run's classes are {class_names}")
+    table = tf.constant([class_names.index(name) for name in own], tf.int32)
+    splits = {name: split.map(lambda x, y: (x, tf.gather(table, tf.cast(y, tf.int32))))
+              for name, split in dataset.splits.items()}
+    info = dataclasses.replace(dataset.info, class_names=class_names)
+    return dataclasses.replace(dataset, info=info, splits=splits)

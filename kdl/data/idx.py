@@ -15,13 +15,13 @@ Traceback (most recent call last):
 kdl.errors.DataError: ...labels-idx1-ubyte is truncated: its header says shape (5,), which needs 13 bytes, ...
 """
 
-import gzip
 import math
 import struct
-import zlib
 
 import numpy as np
 
+from kdl.data import io
+from kdl.data.io import GZIP_CHUNK, read_gzip, walk_folder
 from kdl.errors import DataError
 
 # IDX dtype code -> big-endian NumPy dtype.
@@ -35,7 +35,10 @@ IDX_FILES = {
 
 
 def read_idx(path):
-    """The array stored in the IDX file at `path` (gzip'd or not), in native byte order."""
+    """The array stored in the IDX file at `path` (gzip'd or not), in native byte order.
+
+    A gzip'd file is decompressed only as far as its header declares (and never past
+    `kdl.data.io.GZIP_MAX_BYTES`): one that holds more is refused as a likely gzip bomb."""
     data = _read_bytes(path)
     if len(data) < 4:
         raise DataError(f"{path} is truncated: {len(data)} bytes, fewer than the 4-byte IDX magic number")
@@ -69,7 +72,7 @@ def is_idx_folder(folder):
 
 def load_idx_folder(folder):
     """Split ("train", "test") -> (images (N, H, W), labels (N,)) from an MNIST-layout folder."""
-    present = {path.name: path for path in folder.iterdir() if path.is_file()}
+    present = {path.name: path for path in walk_folder(folder)[1]}      # links checked
     paths = {split: [_find_spelling(present, name) for name in names] for split, names in IDX_FILES.items()}
     missing = [
         name for split, names in IDX_FILES.items() for name, path in zip(names, paths[split]) if path is None
@@ -103,10 +106,22 @@ def _find_spelling(present, name):
 
 
 def _read_bytes(path):
-    data = path.read_bytes()
-    if data[:2] != b"\x1f\x8b":  # not gzip'd
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path} is a corrupt gzip stream: {error}") from error
+    """The bytes of an IDX file; gzip'd, the decompressed bytes its header declares, no more."""
+    with open(path, "rb") as file:
+        gzipped = file.read(2) == b"\x1f\x8b"
+    if not gzipped:
+        return path.read_bytes()
+    head = read_gzip(path, GZIP_CHUNK, prefix=True)     # the header; a small file whole, checked
+    ndim = head[3] if len(head) >= 4 else 0
+    if len(head) < 4 + 4 * ndim or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES:
+        return head                                     # too short or not IDX: read_idx says which
+    shape = struct.unpack(f">{ndim}I", head[4:4 + 4 * ndim])
+    size = 4 + 4 * ndim + math.prod(shape) * np.dtype(_IDX_DTYPES[head[2]]).itemsize
+    declared = f"the {size:,} bytes its header declares (shape {shape})"
+    if size > io.GZIP_MAX_BYTES:
+        raise DataError(f"{path}: its header declares shape {shape}, {size:,} bytes, more than kdl "
+                        f"decompresses ({io.GZIP_MAX_BYTES:,}: kdl.data.io.GZIP_MAX_BYTES)")
+    if len(head) > size:
+        raise DataError(f"{path} decompresses to more than {declared}; refusing to read on: it is "
+                        "corrupt, or a gzip bomb (a small file that expands to fill memory)")
+    return head if len(head) < GZIP_CHUNK else read_gzip(path, size, declared=declared)

@@ -2,7 +2,7 @@
 
 Every source gives the same thing: `info` (class names, image shape, split sizes) and `splits`,
 each a `tf.data.Dataset` of unbatched `(image, label)` pairs: HWC images with pixels in 0..255
-(uint8, or float32 once resized) and int32 labels. Sources:
+(uint8; float32 when arrays are resized to image_size) and int32 labels. Sources:
 
 - `"digits"`: scikit-learn's 8x8 digits, built in and offline (1,437 train / 360 test);
 - a folder of MNIST-style IDX files (`train-images-idx3-ubyte[.gz]`, ...; see `kdl.data.idx`);
@@ -25,6 +25,7 @@ corrupt, truncated or too large file is a DataError naming it then, not a tf.dat
 """
 
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -33,12 +34,13 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kdl.data import idx
 from kdl.data.dataset import Dataset, class_names_for
-from kdl.data.io import prepared_tfds_builder, resolve_path, subfolders, unsupported_source
+from kdl.data.io import resolve_path, subfolders, unsupported_source, walk_folder
 from kdl.data.splits import array_splits, check_split_options, split_arrays, tfds_slices
+from kdl.data.tfds_builder import prepared_tfds_builder
 from kdl.errors import DataError
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -111,7 +113,7 @@ def _from_indexed(source, splits, class_names, to_dataset, *, image_size, valida
 
     A missing "test" split is a fixed stratified hold-out of train; then `limit`; then "validation".
     """
-    arrays = split_arrays(splits, validation_split, limit, seed)
+    arrays = split_arrays(splits, validation_split, limit, seed, class_names=class_names, where=source)
     datasets = {name: to_dataset(items, labels) for name, (items, labels) in arrays.items()}
     return _image_dataset(source, class_names, datasets, image_size)
 
@@ -119,7 +121,7 @@ def _from_indexed(source, splits, class_names, to_dataset, *, image_size, valida
 def _image_dataset(source, class_names, datasets, image_size):
     """Resize each split when asked, then describe them all in a DatasetInfo."""
     if image_size is not None:
-        resize = lambda image, label: (tf.image.resize(image, image_size), label)  # noqa: E731
+        resize = lambda image, label: (resize_pixels(image, image_size), label)  # noqa: E731
         datasets = {
             name: ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE) for name, ds in datasets.items()
         }
@@ -185,16 +187,18 @@ def _from_image_folder(source, folder, class_names, *, image_size, **options):
         )
     paths = [path for by_class in files.values() for name in class_names for path in by_class[name]]
     shape = _image_shape(paths, image_size)
+    if image_size is not None:      # read_image resizes each file as it decodes it, as predict does
+        shape = (*image_size, shape[-1])
     splits = {split: _file_arrays(by_class, class_names) for split, by_class in files.items()}
     to_dataset = functools.partial(_files_dataset, shape=shape)
-    return _from_indexed(source, splits, class_names, to_dataset, image_size=image_size, **options)
+    return _from_indexed(source, splits, class_names, to_dataset, image_size=None, **options)
 
 
 def _class_files(folder):
     """Class name -> its image files, for each class sub-folder of `folder`."""
     files = {}
     for class_folder in subfolders(folder):
-        images = sorted(path for path in class_folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
+        images = walk_folder(class_folder, IMAGE_SUFFIXES, recursive=True)[1]
         if not images:
             raise DataError(f"class folder {class_folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files[class_folder.name] = images
@@ -236,12 +240,61 @@ def _files_dataset(paths, labels, *, shape):
     `predict` does; `_image_shape` has decoded each file once already, so none fails here."""
 
     def decode(path, label):
-        image = tf.numpy_function(lambda path: read_image(os.fsdecode(path), shape[-1]), [path], tf.uint8)
+        image = tf.numpy_function(lambda path: read_image(os.fsdecode(path), shape[-1], shape[:2]),
+                                  [path], tf.uint8)
         return tf.ensure_shape(image, shape), label
 
     return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE
     )
+
+
+# --- images given as arrays: resized and converted the same way in training and predict ---------
+
+
+def resize_pixels(images, size):
+    """Images (…, H, W, C) resized to `size` (H, W), bilinear, float32: how arrays (IDX, TFDS,
+    NumPy) are resized, in training (`image_size`) and in `predict`. Files are resized by PIL as
+    they are decoded (`read_image`), in both too."""
+    return tf.image.resize(images, size)
+
+
+def conform_pixels(images, shape):
+    """A batch of images (N, H, W, C), float32, made to `shape` (H, W, C): channels converted as
+    PIL converts a file's (grey to RGB repeats it; RGB to grey is ITU-R 601-2 luma; alpha is
+    dropped), then resized by `resize_pixels` if the size differs.
+
+    >>> conform_pixels(np.full((1, 4, 4, 3), 255.0), (2, 2, 1)).shape
+    (1, 2, 2, 1)
+    """
+    images = np.asarray(images, np.float32)
+    have, want = images.shape[-1], shape[-1]
+    if have != want:
+        rgb = np.repeat(images, 3, axis=-1) if have == 1 else images[..., :3]
+        if want == 1:
+            images = rgb @ np.array([[0.299], [0.587], [0.114]], np.float32)
+        elif want == 3:
+            images = rgb
+        else:                     # RGBA: opaque
+            images = np.concatenate([rgb, np.full(rgb.shape[:-1] + (1,), 255, np.float32)], axis=-1)
+    if tuple(images.shape[1:3]) != tuple(shape[:2]):
+        images = np.asarray(resize_pixels(images, shape[:2]), np.float32)
+    return images
+
+
+def conform_split_images(dataset, shape):
+    """A Dataset of (image, label) splits with every image made to `shape` (H, W, C) by
+    `conform_pixels` (a run scored on images of another size or channel count)."""
+    if tuple(dataset.info.image_shape or ()) == tuple(shape):
+        return dataset
+
+    def conform(image, label):
+        image = tf.numpy_function(lambda x: conform_pixels(x[None], shape)[0], [image], tf.float32)
+        return tf.ensure_shape(image, shape), label
+
+    splits = {name: split.map(conform) for name, split in dataset.splits.items()}
+    return dataclasses.replace(dataset, splits=splits,
+                               info=dataclasses.replace(dataset.info, image_shape=tuple(shape)))
 
 
 # --- decoding image files: the one decoder of training and predict ----------------------------
@@ -267,9 +320,11 @@ def read_image(path, channels=3, size=None):
 @contextlib.contextmanager
 def decoded_image(path):
     """The PIL image of a file, fully decoded, so that a corrupt or truncated body fails here,
-    not in a tf.data kernel mid-fit. A DataError names the file PIL cannot read, and refuses
-    one of more than PIL's `Image.MAX_IMAGE_PIXELS` (a decompression bomb: a few kB that decode
-    to gigabytes)."""
+    not in a tf.data kernel mid-fit, and upright: turned as its EXIF orientation tag says (as
+    a phone's photo is shown; `ImageOps.exif_transpose`), so training, `predict` and the image
+    sizes checked at load all see the same pixels. A DataError names the file PIL cannot read,
+    and refuses one of more than PIL's `Image.MAX_IMAGE_PIXELS` (a decompression bomb: a few
+    kB that decode to gigabytes)."""
     try:
         image = Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -283,6 +338,7 @@ def decoded_image(path):
             raise _too_large(path, width * height, f" ({height}x{width}, HxW)")
         try:
             image.load()
+            ImageOps.exif_transpose(image, in_place=True)
         except PIL_ERRORS as error:
             raise _unreadable(path, error) from None
         yield image

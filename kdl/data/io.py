@@ -3,10 +3,13 @@
 - text: `read_text` / `read_lines` (UTF-8, naming the line of a bad byte), `read_table` (CSV/TSV
   with a header). Every reader takes the same text: a leading UTF-8 byte-order mark is dropped,
   and "\\r\\n", "\\r" and "\\n" each end a line (`split_lines`);
+- gzip: `read_gzip`, decompressing at most `GZIP_MAX_BYTES` (or what a header declares);
 - audio: `read_wav` (PCM WAV -> float32 mono, resampled) and `resample`;
-- folders and paths: `subfolders`, `resolve_path` (cwd, data_root, $KDL_DATA), and
-  `unsupported_source`, the error for a source of a type no loader takes;
-- TensorFlow Datasets: `prepared_tfds_builder`.
+- folders and paths: `walk_folder` (every listing of a data folder: symbolic links checked for
+  loops and dangling targets), `subfolders`, `resolve_path` (cwd, data_root, $KDL_DATA), and
+  `unsupported_source`, the error for a source of a type no loader takes.
+
+TensorFlow Datasets sources are prepared by `kdl.data.tfds_builder`.
 
 >>> import pathlib, tempfile
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
@@ -22,13 +25,14 @@ kdl.errors.DataError: ...notes.txt, line 2: byte 0xe9 at column 11 is not UTF-8 
 
 import codecs
 import csv
-import difflib
 import fractions
+import gzip
 import io
 import math
 import os
 import pathlib
 import wave
+import zlib
 
 import numpy as np
 
@@ -38,6 +42,11 @@ CSV_FIELD_LIMIT = 2**31 - 1     # the most csv.field_size_limit takes everywhere
 WAV_RATES = (1_000, 768_000)    # the frame rates (Hz) read_wav accepts, low and high
 RESAMPLE_STEPS = 1_000          # resample's largest up/down factor: odd rate ratios are approximated
 WAV_ERRORS = {EOFError: "it ends early", RuntimeError: "a chunk's size runs past the end of the file"}
+# The most a gzip'd data file (IDX, aligned line files) may decompress to: 2 GiB, 40 times the
+# largest file in ../shared/data. Past it a file is refused as a likely gzip bomb (a few MB that
+# expand to fill memory) after decompressing just over the limit, never the whole stream.
+GZIP_MAX_BYTES = 2**31
+GZIP_CHUNK = 2**24               # bytes decompressed at a time
 
 # --- text files ------------------------------------------------------------------------------------
 
@@ -111,6 +120,45 @@ def _csv_rows(reader, path):
         raise DataError(f"{path}, line {reader.line_num}: {error}") from None
 
 
+# --- gzip'd files ----------------------------------------------------------------------------------
+
+
+def read_gzip(path, limit=None, *, declared="", prefix=False):
+    """The decompressed bytes of the gzip file `path`, decompressed in chunks, never more than
+    `limit` + 1 bytes (default `GZIP_MAX_BYTES`): a stream that holds more is a DataError (a
+    gzip bomb, or a file larger than its header says: `declared` tells what said so), and so is
+    a corrupt or truncated one. With `prefix`, just its first `limit` bytes (fewer if shorter).
+
+    >>> import gzip, pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "zeros.gz"
+    >>> _ = path.write_bytes(gzip.compress(bytes(10_000)))   # 10,000 bytes in 45
+    >>> len(read_gzip(path)), read_gzip(path, 4, prefix=True)
+    (10000, b'\\x00\\x00\\x00\\x00')
+    >>> read_gzip(path, 1000, declared="the size its header declares")     # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    kdl.errors.DataError: ...zeros.gz decompresses to more than 1,000 bytes, the size its header declares; ...
+    """
+    if limit is None:
+        limit, declared = GZIP_MAX_BYTES, declared or "the most kdl reads (kdl.data.io.GZIP_MAX_BYTES)"
+    wanted, chunks, size = limit if prefix else limit + 1, [], 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while size < wanted:
+                chunk = stream.read(min(wanted - size, GZIP_CHUNK))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+    except (OSError, EOFError, zlib.error) as error:      # not gzip, truncated, a corrupt stream
+        raise DataError(f"{path} is a corrupt gzip stream (not a complete gzip file): {error}") from None
+    if size > limit:
+        raise DataError(f"{path} decompresses to more than {limit:,} bytes, {declared or 'the limit'}; "
+                        "refusing to read on: it is corrupt, or a gzip bomb (a small file that expands "
+                        "to fill memory)")
+    return b"".join(chunks)
+
+
 # --- WAV files -------------------------------------------------------------------------------------
 
 
@@ -176,9 +224,90 @@ def resample(waveform, from_rate, to_rate):
 # --- folders, paths and TensorFlow Datasets --------------------------------------------------------
 
 
+def walk_folder(folder, suffixes=None, recursive=False):
+    """(sub-folders, files) of a data folder, each sorted: its direct sub-folders and files, or,
+    with `recursive`, no folders and every file beneath it: how the loaders (images, IDX, text,
+    parallel) list a data folder, so that each gets the same checks.
+
+    `suffixes` (lower-case, e.g. (".png", ".jpg")) keeps only the files whose name ends in one,
+    in any case. Hidden entries (".name") are left out. Symbolic links are followed once checked:
+    a link that cannot be followed (dangling, or leading to itself) is a DataError naming it
+    when it would be read (its name has one of `suffixes`, or none are given), and so is a link
+    to a folder that holds it (`cat/loop -> ..`, `data/up -> ..`, `a/b -> ../c` with `c/d -> ../a`):
+    following it would never end. A folder that cannot be listed is a DataError naming it. The
+    walk keeps its own stack, so a deep tree is no RecursionError.
+
+    >>> import tempfile
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> (root / "cat" / "more").mkdir(parents=True)
+    >>> for name in ("a.png", "more/b.PNG", ".hidden.png", "notes.txt"):
+    ...     (root / "cat" / name).touch()
+    >>> [p.relative_to(root).as_posix() for p in walk_folder(root / "cat", (".png",), recursive=True)[1]]
+    ['cat/a.png', 'cat/more/b.PNG']
+    >>> (root / "cat" / "loop").symlink_to("..")
+    >>> walk_folder(root / "cat", (".png",), recursive=True)      # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    kdl.errors.DataError: .../cat/loop is a symbolic link to '..', the folder ..., which holds the link: ...
+    """
+    root = pathlib.Path(folder)
+    suffixes = tuple(suffixes) if suffixes is not None else None
+    folders, files = [], []
+    pending = [(root, (os.path.realpath(root),))]    # (a folder, the real paths of it and those above)
+    while pending:
+        directory, chain = pending.pop()
+        for entry in _entries(directory):
+            path = directory / entry.name
+            wanted = suffixes is None or entry.name.lower().endswith(suffixes)
+            real = _followed_link(path, chain, wanted) if entry.is_symlink() else path
+            if real is None:
+                continue
+            if entry.is_dir():                       # a link to a folder too
+                if recursive:
+                    pending.append((path, (*chain, os.path.realpath(real))))
+                else:
+                    folders.append(path)
+            elif wanted:
+                files.append(path)
+    return sorted(folders), sorted(files)
+
+
+def _entries(directory):
+    """The entries (os.DirEntry) of a folder, hidden ones left out; a DataError if it cannot be listed."""
+    try:
+        with os.scandir(directory) as entries:
+            return [entry for entry in entries if not entry.name.startswith(".")]
+    except OSError as error:
+        raise DataError(f"cannot list the data folder {directory}: {error.strerror or error}") from None
+
+
+def _followed_link(path, chain, wanted):
+    """Where the symbolic link `path` leads, checked (see `walk_folder`): None for a dangling link
+    that is not `wanted`; a DataError for a wanted dangling link, or a link to a folder in
+    `chain` (the folders the walk is in) or above one of them."""
+    try:
+        os.stat(path)
+    except OSError as error:             # no target (ENOENT), or a link to itself (ELOOP)
+        if not wanted:
+            return None
+        how = "it dangles" if isinstance(error, FileNotFoundError) else "it leads back to itself"
+        raise _link_error(path, f"which cannot be followed ({error.strerror or error}): {how}")
+    real = os.path.realpath(path)
+    inside = real.rstrip(os.sep) + os.sep
+    if os.path.isdir(real) and any(at == real or at.startswith(inside) for at in chain):
+        raise _link_error(path, f"the folder {real}, which holds the link: reading it would loop forever")
+    return real
+
+
+def _link_error(path, problem):
+    return DataError(f"{path} is a symbolic link to {os.readlink(path)!r}, {problem}; remove the link "
+                     "or point it at the data")
+
+
 def subfolders(folder):
-    """The sub-folders of `folder`, sorted, hidden ones (".name") left out."""
-    return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+    """The sub-folders of `folder`, sorted, hidden ones (".name") left out; links checked
+    (`walk_folder`)."""
+    return walk_folder(folder)[0]
 
 
 def unsupported_source(source, accepted):
@@ -207,20 +336,15 @@ def resolve_path(source, data_root, accepted):
     return found
 
 
-def prepared_tfds_builder(source, data_root):
-    """The TFDS builder of "tfds:NAME", downloaded and prepared (into `data_root` if given)."""
-    import tensorflow_datasets as tfds  # slow to import: only TFDS sources need it
-
-    name = source.removeprefix("tfds:")
-    try:
-        builder = tfds.builder(name, data_dir=data_root and os.fspath(data_root))
-    except tfds.core.DatasetNotFoundError as error:
-        close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False), n=5)
-        raise DataError(f"unknown TFDS dataset {name!r}; close matches: {close or 'none'}") from error
-    try:
-        builder.download_and_prepare()
-    except Exception as error:  # no network, a missing extra, a bad data_dir: each raises its own type
-        raise DataError(
-            f"TFDS dataset {name!r} could not be downloaded or found in data_dir {builder.data_dir}: {error}"
-        ) from error
-    return builder
+def source_root(source, data_root):
+    """The folder a relative path `source` is found under (see `resolve_path`), as an absolute
+    path, so a run can find its data again from another directory; "" for anything else."""
+    if not isinstance(source, (str, os.PathLike)) or str(source).startswith("tfds:"):
+        return ""
+    path = pathlib.Path(source).expanduser()
+    if path.is_absolute():
+        return ""
+    for root in (pathlib.Path.cwd(), data_root, os.environ.get("KDL_DATA")):
+        if root and (pathlib.Path(root).expanduser() / path).exists():
+            return str(pathlib.Path(root).expanduser().resolve())
+    return ""

@@ -6,6 +6,7 @@ Every source gives the same thing: `info` (languages, split sizes) and `splits`,
 - a folder of aligned line files `{split}.{language}`, gzip'd (`.gz`) or not: line i of
   `train.en` translates line i of `train.de` (the Multi30k `task1_raw` layout). `splits` maps
   our split names to the file names' split part, e.g. `{"validation": "val", "test": "test_2016_flickr"}`;
+  a folder holding only `train.en` and `train.de` has no test split;
 - a `.tsv` or `.txt` file of tab-separated pairs, one a line, no header: source text, target
   text, then anything (the Tatoeba/Anki `spa.txt` layout: `english<TAB>spanish<TAB>attribution`);
   `reverse=True` reads the second column as the source;
@@ -27,9 +28,7 @@ lengths and missing splits are a `DataError` naming the file and line.
 ['a cat', 'eine Katze']
 """
 
-import gzip
 import os
-import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -37,14 +36,16 @@ import tensorflow as tf
 from kdl.data.dataset import Dataset
 from kdl.data.io import (
     decode_text,
-    prepared_tfds_builder,
+    read_gzip,
     read_lines,
     read_text,
     resolve_path,
     split_lines,
     unsupported_source,
+    walk_folder,
 )
 from kdl.data.splits import SPLITS, array_splits, check_split_options, split_arrays
+from kdl.data.tfds_builder import prepared_tfds_builder
 from kdl.errors import DataError
 
 ACCEPTED_SOURCES = (
@@ -64,7 +65,8 @@ def load_parallel(source, *, source_language="en", target_language="de", splits=
     splits: our split name -> the source's split name (line files and TFDS), e.g.
         `{"validation": "val", "test": "test_2016_flickr"}`; unnamed splits keep their name.
     validation_split: fraction of train held out as "validation" when the source has none.
-    limit: keep at most this many pairs of each split (the first ones, before the hold-out).
+    limit: keep at most this many pairs of each split: a seeded sample in the source's order
+        (`kdl.data.splits.limited`), taken after the test hold-out; TFDS: the first `limit`.
     reverse: a TSV file's second column is the source text.
     """
     check_split_options(validation_split, limit)
@@ -109,12 +111,20 @@ def _split_names(splits):
 
 def _line_file_pairs(folder, source_language, target_language, names, asked):
     """{split: (sources, targets)} from {name}.{language}[.gz] files; train and test must exist,
-    validation too when `asked` names it."""
+    validation too when `asked` names it. A folder that holds only the train pair has no test
+    split (20% of train is held out as "test")."""
+    languages = (source_language, target_language)
+    suffixes = [f".{language}{gz}".lower() for language in languages for gz in ("", ".gz")]
+    present = {path.name: path for path in walk_folder(folder, suffixes)[1]}   # links checked
+    train_files = {_line_file(present, names["train"], language) for language in languages}
+    only_train = None not in train_files and set(present.values()) == train_files
     pairs = {}
     for split, name in names.items():
-        files = [_line_file(folder, name, language) for language in (source_language, target_language)]
+        files = [_line_file(present, name, language) for language in languages]
         if None in files:
             if split == "validation" and "validation" not in (asked or {}):
+                continue
+            if split == "test" and only_train and "test" not in (asked or {}):
                 continue
             missing = f"{name}.{(source_language, target_language)[files.index(None)]}"
             found = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
@@ -128,22 +138,15 @@ def _line_file_pairs(folder, source_language, target_language, names, asked):
     return pairs
 
 
-def _line_file(folder, name, language):
-    for path in (folder / f"{name}.{language}", folder / f"{name}.{language}.gz"):
-        if path.is_file():
-            return path
-    return None
+def _line_file(present, name, language):
+    """The file {name}.{language}, or {name}.{language}.gz, among `present` (name -> path); or None."""
+    return present.get(f"{name}.{language}", present.get(f"{name}.{language}.gz"))
 
 
 def _read_sentences(path):
-    """The lines of a (gzip'd) UTF-8 file; an empty line is a DataError naming file and line."""
-    if path.suffix == ".gz":
-        try:
-            text = decode_text(gzip.decompress(path.read_bytes()), path)
-        except (OSError, EOFError, zlib.error) as error:    # not gzip, truncated, corrupt stream
-            raise DataError(f"{path}: not a complete gzip file ({error})") from None
-    else:
-        text = read_text(path)
+    """The lines of a (gzip'd) UTF-8 file; an empty line is a DataError naming file and line. A
+    gzip'd file that decompresses past `kdl.data.io.GZIP_MAX_BYTES` is refused (`read_gzip`)."""
+    text = decode_text(read_gzip(path), path) if path.suffix == ".gz" else read_text(path)
     lines = split_lines(text)
     empty = next((i for i, line in enumerate(lines) if not line.strip()), None)
     if empty is not None:

@@ -26,15 +26,25 @@ import tensorflow as tf
 from kdl.errors import DataError
 
 
-def batches(dataset, batch_size, shuffle=False, seed=0, cache=True, drop_remainder=False):
-    """cache -> seeded shuffle (reshuffled each epoch, same order per seed) -> batch -> prefetch."""
+def batches(dataset, batch_size, shuffle=False, seed=0, cache=True, drop_remainder=False, augment=None):
+    """cache -> seeded shuffle (reshuffled each epoch, same order per seed) -> batch -> [augment]
+    -> prefetch. `augment`: a numpy function of the batch's inputs (B, ...) float32 -> the same
+    shape (`kdl.data.augment.Augmenter`), applied anew to every batch of every epoch, after the
+    cache; only for training batches."""
     if cache:
         dataset = dataset.cache()
     if shuffle:
         size = int(dataset.cardinality())
         buffer = size if 0 < size <= 50_000 else 10_000
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if augment is not None:
+        def apply(x, y):
+            augmented = tf.numpy_function(augment, [x], tf.float32, stateful=True)
+            return tf.ensure_shape(augmented, x.shape), y
+
+        dataset = dataset.map(apply, num_parallel_calls=1, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def tokenized(split, tokenizer):

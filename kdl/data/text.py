@@ -33,15 +33,16 @@ import tensorflow as tf
 
 from kdl.data.dataset import Dataset, class_names_for
 from kdl.data.io import (
-    prepared_tfds_builder,
     read_lines,
     read_table,
     read_text,
     resolve_path,
     subfolders,
     unsupported_source,
+    walk_folder,
 )
 from kdl.data.splits import array_splits, check_split_options, split_arrays, tfds_slices
+from kdl.data.tfds_builder import prepared_tfds_builder
 from kdl.errors import DataError
 
 INTEGER = re.compile(r"-?[0-9]+")    # a class index label (ASCII digits: "²".isdigit() is True too)
@@ -76,7 +77,8 @@ def load_texts(
     class_names: the classes, in index order: names for integer labels, the label values
         when they are names, or (class folders) which sub-folders to use.
     validation_split: fraction of train held out as "validation", stratified and seeded by `seed`.
-    limit: keep at most this many examples of each split (the first ones, before the hold-out).
+    limit: keep at most this many examples of each split: a seeded sample, each class keeping its
+        share (`kdl.data.splits.limited`), taken after the test hold-out.
     """
     check_split_options(validation_split, limit)
     options = dict(validation_split=validation_split, limit=limit, seed=seed)
@@ -131,7 +133,7 @@ def _class_folder_rows(folder, class_names):
             raise DataError(f"class_names {unknown} are not sub-folders of {split_folder}; found {found}")
         texts, labels, where = [], [], []
         for name in class_names or found:
-            files = sorted((split_folder / name).glob("*.txt"))
+            files = walk_folder(split_folder / name, (".txt",))[1]
             if not files:
                 raise DataError(f"class folder {split_folder / name} holds no .txt files")
             for path in files:
@@ -195,7 +197,7 @@ def _from_rows(source, rows, class_names, *, validation_split, limit, seed):
     """A Dataset from split -> (texts, raw labels, where) rows."""
     ids, class_names = _label_ids(rows, class_names, source)
     splits = {split: (np.array(texts, dtype=object), ids[split]) for split, (texts, _, _) in rows.items()}
-    arrays = split_arrays(splits, validation_split, limit, seed)
+    arrays = split_arrays(splits, validation_split, limit, seed, class_names=class_names, where=source)
     datasets = {
         split: tf.data.Dataset.from_tensor_slices((tf.constant(list(texts), tf.string), labels))
         for split, (texts, labels) in arrays.items()

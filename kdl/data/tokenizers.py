@@ -26,7 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdl.errors import ConfigError
+from kdl.data.io import decode_text, split_lines
+from kdl.errors import ConfigError, DataError
 
 KINDS = ("words", "wordpiece")
 WORDPIECE_RESERVED = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]   # [PAD] has id 0
@@ -66,6 +67,9 @@ class Tokenizer:
 
             vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
                 batched, vocabulary_size, lowercase=lowercase, reserved_tokens=WORDPIECE_RESERVED)
+        if not [token for token in vocabulary if token not in WORDPIECE_RESERVED]:
+            raise DataError("the training texts hold no tokens (every text is empty, or only "
+                            "punctuation and spaces): there is no vocabulary to learn")
         return cls(vocabulary, kind=kind, max_length=max_length, ngrams=ngrams, lowercase=lowercase)
 
     @classmethod
@@ -78,9 +82,34 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path, **options):
-        """The tokenizer saved by `save(path)`; `options` are kind, max_length, ngrams, lowercase."""
-        text = pathlib.Path(path).read_text(encoding="utf-8")
-        return cls(text.removesuffix("\n").split("\n"), **options)
+        """The tokenizer saved by `save(path)`; `options` are kind, max_length, ngrams, lowercase.
+
+        A file that is not UTF-8, is empty, has an empty line or a token twice, or that the
+        tokenizer refuses (a wordpiece vocabulary without "[UNK]") is a DataError naming it."""
+        path = pathlib.Path(path)
+        try:
+            tokens = split_lines(decode_text(path.read_bytes(), path))
+        except OSError as error:
+            raise DataError(f"cannot read the vocabulary file {path}: {error.strerror or error}") from None
+        if not tokens:
+            raise DataError(f"the vocabulary file {path} is empty; expected one token a line, as "
+                            "Tokenizer.save writes it")
+        seen = {}
+        for line, token in enumerate(tokens, start=1):
+            if not token:      # " " and U+00A0 can be WordPiece tokens (Multi30k German has them)
+                raise DataError(f"{path}, line {line}: an empty token; a vocabulary file holds one "
+                                "token a line, none blank")
+            if token in seen:
+                raise DataError(f"{path}, line {line}: the token {token!r} again (first on line "
+                                f"{seen[token]}); a vocabulary lists each token once")
+            seen[token] = line
+        _check(options.get("kind", "words"), options.get("ngrams", 1))
+        try:
+            return cls(tokens, **options)
+        except ValueError as error:     # from Keras: a reserved token misplaced, "[UNK]" missing
+            message = " ".join(str(error).split())
+            raise DataError(f"the vocabulary file {path} does not suit a {options.get('kind', 'words')!r} "
+                            f"tokenizer: {message}") from None
 
     def save(self, path):
         """Write the vocabulary, one token a line."""

@@ -1,11 +1,13 @@
 """`Report`: the result of every kdl scorer, printable and saved as JSON or Markdown.
 
->>> report = Report("demo", metrics={"accuracy": 0.5}, tables={"rows": [{"name": "a", "score": 1.0}]})
->>> report["accuracy"]
-0.5
+>>> rows = [{"name": "a", "score": 1.0}]
+>>> report = Report("demo", metrics={"accuracy": 0.5, "errors": 3}, tables={"rows": rows})
+>>> report["accuracy"], report["errors"]
+(0.5, 3)
 >>> print(report)
 demo report
   accuracy  0.5000
+  errors    3
 <BLANKLINE>
 rows
   name   score
@@ -27,7 +29,8 @@ _REPORT_CLASSES = {}  # task name -> Report subclass, filled by `class X(Report,
 
 @dataclasses.dataclass(eq=False)
 class Report:
-    """Headline `metrics` (plain floats), named `tables` (lists of row dicts) and free-form `meta`.
+    """Headline `metrics` (plain floats; counts, given as ints, stay ints and print as integers),
+    named `tables` (lists of row dicts) and free-form `meta`.
 
     A subclass registers its task name with `class XReport(Report, task="x")` so that
     `from_dict` rebuilds it; it must use `@dataclasses.dataclass(eq=False)` to keep `__eq__`,
@@ -45,7 +48,7 @@ class Report:
             _REPORT_CLASSES[task] = cls
 
     def __post_init__(self):
-        self.metrics = {name: float(value) for name, value in self.metrics.items()}
+        self.metrics = {name: _metric(value) for name, value in self.metrics.items()}
 
     def __getitem__(self, name):
         try:
@@ -61,7 +64,7 @@ class Report:
         if "num_examples" in self.meta:
             title += f" ({self.meta['num_examples']} examples)"
         width = max((len(name) for name in self.metrics), default=0)
-        lines = [title, *(f"  {name:<{width}}  {value:.4f}" for name, value in self.metrics.items())]
+        lines = [title, *(f"  {name:<{width}}  {_cell(value)}" for name, value in self.metrics.items())]
         for section_title, header, rows in self._sections():
             lines += ["", section_title]
             if header:
@@ -90,7 +93,7 @@ class Report:
     def to_markdown(self):
         """A Markdown title, a metric/value table, then one table per section."""
         lines = [f"# {self.task} report", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {name} | {value:.4f} |" for name, value in self.metrics.items()]
+        lines += [f"| {name} | {_cell(value)} |" for name, value in self.metrics.items()]
         for section_title, header, rows in self._sections():
             lines += ["", f"## {section_title}"]
             if header:
@@ -141,6 +144,13 @@ def _json_safe(value):
     if value is None or isinstance(value, (str, int, float)):
         return value
     return str(value)
+
+
+def _metric(value):
+    """A metric as a plain Python number: an int (a count) stays an int, anything else is a float."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return float(value)
 
 
 def _cell(value):

@@ -11,9 +11,9 @@ speech_recognition report (2 examples)
   wer                0.2500
   cer                0.0556
   sentence_accuracy  0.5000
-  substitutions      1.0000
-  deletions          0.0000
-  insertions         0.0000
+  substitutions      1
+  deletions          0
+  insertions         0
 <BLANKLINE>
 examples
   reference       hypothesis     word_errors
@@ -37,6 +37,13 @@ class SpeechReport(Report, task="speech_recognition"):
     {"reference", "hypothesis", "word_errors"} rows."""
 
     task: str = "speech_recognition"
+    COUNTS = ("substitutions", "deletions", "insertions")   # word counts: ints, also when read from JSON
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in self.COUNTS:
+            if isinstance(self.metrics.get(name), float) and self.metrics[name].is_integer():
+                self.metrics[name] = int(self.metrics[name])   # a report.json written before they were
 
     @property
     def examples(self):

@@ -7,14 +7,20 @@ is checked and described. Both take raw waveforms; the model computes its own fe
 """
 
 import dataclasses
+import typing
 
 from kdl.config import DataConfig, ModelConfig, setting
+from kdl.data.augment import AugmentConfig, Augmenter
 
 
 @dataclasses.dataclass
 class WaveformDataConfig(DataConfig):
     sample_rate: int = setting(8000, at_least=1)   # Hz: every clip is resampled to it (predict's input too)
     max_seconds: float = setting(1.0, above=0)     # clip length: shorter clips are padded at the end
+    split: str = "default"            # "default": the source's test split; "speaker": held-out speakers
+    test_speakers: list[str] = setting(factory=list)   # split = "speaker": whose clips are the test split
+    speakers: typing.Optional[str] = None   # split = "speaker": a file of "NAME SPEAKER" lines (not FSDD)
+    augment: AugmentConfig = setting(factory=AugmentConfig, pipeline=True)   # training batches only
 
 
 @dataclasses.dataclass
@@ -29,7 +35,34 @@ class AudioModelConfig(ModelConfig):
 
 
 class WaveformTask:
-    """Mixed into the audio recipes: model front-end options and the export description."""
+    """Mixed into the audio recipes: model front-end options, training-batch augmentation and the
+    export description."""
+
+    input_range = (-1, 1)     # waveform samples; predict warns outside it
+    input_files = (".wav",)   # what `kdl predict RUN FOLDER` reads from a folder
+
+    def input_mismatch(self):
+        data = self.config.data
+        samples, width = int(round(data.max_seconds * data.sample_rate)), self.model.input_shape[1]
+        if width is not None and samples != width:
+            return (f"its recipe.toml makes clips of {samples} samples (data.max_seconds "
+                    f"{data.max_seconds} x data.sample_rate {data.sample_rate}) but model.keras "
+                    f"takes {width}")
+        return None
+
+    def augmenter(self, split, shuffle):
+        """The Augmenter of `data.augment` for the batches fit trains on (the shuffled train split);
+        None for every other split, and when no augmentation is on."""
+        augment = self.config.data.augment
+        if not (shuffle and split == "train" and augment.active):
+            return None
+        return Augmenter(augment, self.config.data.sample_rate, self.config.seed)
+
+    def batches(self, split, shuffle=False):
+        from kdl.data import batches
+
+        return batches(self.data.splits[split], self.config.data.batch_size, shuffle=shuffle,
+                       seed=self.config.seed, augment=self.augmenter(split, shuffle))
 
     def feature_options(self):
         """(AudioFeatures keywords, SpecAugment keywords or None) from the model config."""

@@ -9,6 +9,7 @@ True
 
 import numpy as np
 
+from kdl.data.dataset import relabel
 from kdl.recipes.recipe import Recipe
 from kdl.recipes.results import Classification
 
@@ -35,6 +36,10 @@ class Classifier(Recipe):
         probabilities = self.model.predict(batches, verbose=0)
         labels = np.concatenate([y for _, y in batches.as_numpy_iterator()])
         return Classification.from_probabilities(probabilities, self.class_names), labels
+
+    def adapt_data(self, dataset):
+        """Another source's labels renumbered to this run's classes, by name."""
+        return relabel(dataset, self.class_names)
 
     def output_width(self):
         return len(self.config.data.class_names) if self.config.data.class_names else None

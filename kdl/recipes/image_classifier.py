@@ -16,9 +16,10 @@ import numpy as np
 from kdl import models
 from kdl.config import ClassificationDataConfig, ModelConfig, TrainConfig
 from kdl.data import load_images
-from kdl.data.images import read_image
-from kdl.errors import DataError
+from kdl.data.images import IMAGE_SUFFIXES, conform_pixels, conform_split_images, read_image
+from kdl.errors import DataError, warn
 from kdl.recipes.classifier import Classifier
+from kdl.recipes.recipe import MODEL_FILE
 
 
 @dataclasses.dataclass
@@ -49,6 +50,8 @@ class ImageClassifier(Classifier):
     Config = ImageClassifierConfig
     model_kind = "image_backbone"
     loader = staticmethod(load_images)
+    input_range = (0, 255)          # pixel values; predict warns outside it
+    input_files = IMAGE_SUFFIXES    # what `kdl predict RUN FOLDER` reads from a folder
 
     def build_model(self):
         model = self.config.model
@@ -56,29 +59,51 @@ class ImageClassifier(Classifier):
                                        backbone=model.name, augment=model.augment,
                                        seed=self.config.seed, **model.options)
 
+    def input_mismatch(self):
+        size, shape = self.config.data.image_size, list(self.model.input_shape[1:3])
+        if size and list(size) != shape:
+            return f"its recipe.toml has data.image_size {list(size)} but {MODEL_FILE} takes {shape} images"
+        return None
+
+    def evaluation_options(self):
+        return {"image_size": list(self.model.input_shape[1:3])}    # files resized as predict does
+
+    def adapt_data(self, dataset):
+        return conform_split_images(super().adapt_data(dataset), self.model.input_shape[1:])
+
     def export_description(self):
         return {**super().export_description(), "input_meaning": (
             "images (batch, H, W, C): float32 pixel values 0..255 (the model rescales them)")}
 
     def prepare_inputs(self, images):
-        """Accepts image file paths, one image (H, W[, C]) or a batch (N, H, W[, C]), pixels 0..255."""
+        """Accepts image file paths, or arrays with pixel values 0..255: one image (H, W) or
+        (H, W, C) with C of 1, 3 or 4, or a batch (N, H, W[, C]). Files and arrays of another size
+        or channel count are converted and resized to the model's input as in training (files
+        by `read_image`, arrays by `conform_pixels`)."""
         height, width, channels = self.model.input_shape[1:]
         if isinstance(images, (str, pathlib.Path)) or (
                 isinstance(images, (list, tuple)) and images and
                 all(isinstance(i, (str, pathlib.Path)) for i in images)):
             paths = [images] if isinstance(images, (str, pathlib.Path)) else images
-            return np.stack([_read_image(p, (height, width), channels) for p in paths])
-        x = np.asarray(images, dtype="float32")
-        expected = (height, width, channels)
-        if x.shape == expected or (channels == 1 and x.shape == expected[:2]):
+            return np.stack([read_image(p, channels, (height, width)) for p in paths]).astype(np.float32)
+        try:
+            x = np.asarray(images, dtype="float32")
+        except (TypeError, ValueError) as error:
+            raise DataError(f"predict() got {type(images).__name__} that is not an array of pixel "
+                            f"values: {error}") from None
+        if x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (1, 3, 4)):
             x = x[None]                                       # one image -> a batch of one
-        if x.ndim == 3 and channels == 1:
-            x = x[..., None]                                  # (N, H, W) -> (N, H, W, 1)
-        if x.ndim != 4 or x.shape[1:] != expected or len(x) == 0:
+        if x.ndim == 3:
+            x = x[..., None]                                  # (N, H, W) grey -> (N, H, W, 1)
+        if x.ndim != 4 or x.shape[-1] not in (1, 3, 4) or 0 in x.shape:
             raise DataError(f"predict() got images of shape {np.shape(images)}; this model takes "
-                            f"images of shape {expected} (or a batch (N, {height}, {width}, "
-                            f"{channels})) with pixel values 0..255, or image file paths")
-        return x
+                            f"images (H, W[, C]) or a batch (N, H, W[, C]) with C of 1, 3 or 4 and "
+                            f"pixel values 0..255 (it was trained on {height}x{width}x{channels}), "
+                            "or image file paths")
+        if np.isfinite(x).all() and x.size and 0 < x.max() <= 1 and x.min() >= 0:
+            warn("predict() got pixel values within 0..1; this model takes 0..255 (multiply by 255), "
+                 "so it sees almost black images")
+        return conform_pixels(x, (height, width, channels)) if np.isfinite(x).all() else x
 
 
 def image_classifier(dataset="digits", model="cnn", *, data_root=None, **overrides):

@@ -14,7 +14,7 @@ fit (assets written before the first step), evaluate, predict, save/load, export
 >>> recipe.predict(images).rows()                      # doctest: +SKIP
 """
 
-import contextlib
+import dataclasses
 import difflib
 import functools
 import inspect
@@ -27,14 +27,16 @@ import numpy as np
 
 from kdl import backend, distribute, runs
 from kdl import config as configs
-from kdl.callbacks import Checkpoint, DivergenceStop
+from kdl.callbacks import Backup, Checkpoint, DivergenceStop
 from kdl.config import TrainConfig  # noqa: F401  (re-exported: kdl.recipes.TrainConfig)
-from kdl.errors import ConfigError, DataError, KdlError, RunError
+from kdl.data.io import source_root
+from kdl.errors import ConfigError, DataError, KdlError, RunError, warn
 
 RECIPES = {}  # task name -> Recipe subclass, filled by subclasses' `task`
 MODEL_FILE, CONFIG_FILE, REPORT_FILE = "model.keras", "recipe.toml", "report.json"
 CHECKPOINT_FILE = "checkpoint.keras"    # written by fit(out=...) after each epoch
-TRAINING_FILES = {CHECKPOINT_FILE, "history.csv", "backup", runs.LOCK_FILE}   # fit(out=...) leaves them
+HISTORY_FILE, BACKUP_DIR = "history.csv", "backup"    # fit(out=...): one row per epoch; the resume state
+TRAINING_FILES = {CHECKPOINT_FILE, HISTORY_FILE, BACKUP_DIR, runs.LOCK_FILE}   # fit(out=...) leaves them
 
 
 class Recipe:
@@ -45,6 +47,9 @@ class Recipe:
     model_kind = None    # kdl.models registry kind of config.model.name, e.g. "image_backbone"
     loader = None        # kdl.data loader: loader(source, data_root=, seed=, **data fields) -> Dataset
     Result = None        # kdl.recipes.results type that predict returns
+    input_range = None   # (low, high) of numeric inputs; predict warns about values outside it
+    learned = ()         # attributes learned from the training data that belong with the model
+    input_files = (".txt",)   # file types `kdl predict RUN FOLDER` reads (.txt: one example a line)
     jit_compile = "auto"    # passed to model.compile: True asks torch for torch.compile
 
     def __init_subclass__(cls, **kwargs):
@@ -63,6 +68,8 @@ class Recipe:
         self.model = model
         self.history = None
         self.report = None
+        self.run_dir = None     # the run directory this recipe was loaded from, trained or saved into
+        self._continuing = False    # fit appends to the run's history.csv (resuming or continuing)
 
     @classmethod
     def new(cls, dataset, model, data_root=None, overrides=None, **data_defaults):
@@ -123,6 +130,11 @@ class Recipe:
         (classes, target vocabulary, characters + blank); None when it has no fixed width."""
         return None
 
+    def input_mismatch(self):
+        """How this config and its assets disagree with the model's input (an image size, a
+        vocabulary larger than the model embeds), or None; checked on load."""
+        return None
+
     # -- shared behaviour --------------------------------------------------------------
     @functools.cached_property
     def data(self):
@@ -132,24 +144,57 @@ class Recipe:
             raise DataError(f'data.source is "arrays" but no arrays were given; pass them to '
                             f"kdl.recipes.{self.task}(...)")
         source = self.arrays if data.source == "arrays" else data.source
-        dataset = type(self).loader(source, data_root=self.data_root, seed=self.config.seed,
+        root = self.data_root or data.root or None      # --data-root, else where the run found it
+        dataset = type(self).loader(source, data_root=root, seed=self.config.seed,
                                     **configs.loader_options(data))
+        data.root = source_root(source, root)
         if hasattr(data, "class_names"):
             data.class_names = list(dataset.info.class_names)   # the resolved config names them
         return dataset
 
-    def fit(self, epochs=None, *, out=None, verbose="auto", callbacks=(), steps_per_epoch=None):
+    def fit(self, epochs=None, *, out=None, verbose="auto", callbacks=(), steps_per_epoch=None,
+            restart=False, overwrite=False):
         """Train (or keep training) the model; returns the Keras History.
 
         `out`: a run directory (checked, then locked against other processes, before anything
         is written) that receives recipe.toml and the task's assets before the first step, then
         `history.csv` and a per-epoch checkpoint, so a run killed mid-training is usable and
-        the same call resumes it. `steps_per_epoch`: stop each epoch after this many batches.
+        the same call resumes it (with the same config). A directory holding a finished run is
+        refused unless it is this recipe's own run (training continues there) or `restart`
+        (discard that run's model and training, start again); a non-empty folder that is not a
+        kdl run is refused unless `overwrite` (kdl's files are added, the folder's own are
+        kept). `steps_per_epoch`: stop each epoch after this many batches. See docs/runs.md.
         """
-        if out is not None:
-            check_run_directory(out, self.task)
-        with runs.lock(out) if out is not None else contextlib.nullcontext():
+        if out is None:
+            return self._fit(epochs, None, verbose, callbacks, steps_per_epoch)
+        out = pathlib.Path(out)
+        if not distribute.is_chief():     # process 0 of a multi-process run owns `out`
             return self._fit(epochs, out, verbose, callbacks, steps_per_epoch)
+        check_run_directory(out, self.task, overwrite=overwrite)
+        with runs.lock(out):
+            self._claim_run_directory(out, restart)
+            history = self._fit(epochs, out, verbose, callbacks, steps_per_epoch)
+            self.run_dir = out
+            return history
+
+    def _claim_run_directory(self, out, restart):
+        """Decide what fit does with what `out` holds: resume an interrupted run (its backup/),
+        continue this recipe's own run, or start a new one; a finished run of another recipe
+        object is replaced only with `restart`."""
+        model, checkpoint, backup = out / MODEL_FILE, out / CHECKPOINT_FILE, out / BACKUP_DIR
+        if restart:
+            for name in (MODEL_FILE, CHECKPOINT_FILE, HISTORY_FILE, BACKUP_DIR, REPORT_FILE):
+                runs.remove(out / name)
+            self._continuing = False
+            return
+        own = self.run_dir is not None and _same_path(self.run_dir, out)
+        finished = model.is_file() or (checkpoint.is_file() and not backup.is_dir())
+        if finished and not own:
+            held = ", ".join(p.name for p in (model, checkpoint) if p.is_file())
+            raise ConfigError(f"{out} holds a finished {self.task} run ({held}); refusing to replace it. "
+                              "Choose another --out, or pass --restart (fit(restart=True)) to discard "
+                              "it and train again there.")
+        self._continuing = own or backup.is_dir()   # append to history.csv
 
     def _fit(self, epochs, out, verbose, callbacks, steps_per_epoch):
         train = self.config.train
@@ -166,6 +211,7 @@ class Recipe:
             validation = None if validation is None else plan.dataset(validation)
             run_dir = plan.run_dir(out)
             if run_dir is not None:
+                self._check_resume(pathlib.Path(run_dir))
                 self._write_config_and_assets(pathlib.Path(run_dir))
             try:
                 self.history = self.model.fit(
@@ -183,6 +229,21 @@ class Recipe:
         self._divergence.raise_if_diverged()     # TrainingDiverged: names epoch, step, checkpoint
         return self.history
 
+    def _check_resume(self, folder):
+        """An interrupted run is resumed only with the config it was started with."""
+        if not (folder / BACKUP_DIR).is_dir() or not (folder / CONFIG_FILE).is_file():
+            return
+        before = _read_toml(folder / CONFIG_FILE)
+        now = tomllib.loads(configs.to_toml(self.config))
+        for config in (before, now):      # where the data was found may differ, not what it is
+            config.get("data", {}).pop("root", None)
+        changed = configs.differences(before, now)
+        if changed:
+            raise ConfigError(f"{folder} holds an interrupted run (its {BACKUP_DIR}/) started with another "
+                              f"config; changed: {'; '.join(changed)}. Resume it with the config it was "
+                              "started with, or pass --restart (fit(restart=True)) to discard the "
+                              "interrupted training and start again.")
+
     def _write_config_and_assets(self, folder):
         """recipe.toml (atomically) and the task's assets, before training writes anything else."""
         try:
@@ -197,18 +258,70 @@ class Recipe:
                            f"{error.strerror or error} ({error.filename}); choose a writable folder "
                            "with free space") from None
 
-    def evaluate(self, split="test"):
-        """Score the model on `split` with kdl.evaluation; returns (and keeps) the Report."""
+    def evaluate(self, split=None, *, data=None, **data_options):
+        """Score the model with kdl.evaluation; returns the Report.
+
+        Without `data`: `split` ("test" by default) of the recipe's own data; the report is kept
+        (`recipe.report`, saved with the run). With `data`: any source the task trains from (a
+        folder, a CSV/TSV, line files, "tfds:NAME", arrays) is scored as one labelled set, all
+        of it (or only its `split`), classes matched to this run's by name; `data_options` are
+        the source's own loading fields, e.g. `text_column="review"`.
+
+        >>> recipe.evaluate(data="reviews.csv", text_column="review")    # doctest: +SKIP
+        """
         self._require_model("evaluate")
-        if split not in self.data.splits:
-            raise DataError(f"no split {split!r} in {self.data.info.source!r}; "
-                            f"it has: {', '.join(self.data.splits)}")
-        result, references = self.predict_split(split)
+        if data is None and data_options:
+            raise ConfigError(f"evaluate() takes data options ({', '.join(data_options)}) only with data=")
+        recipe = self if data is None else self._on(data, data_options)
+        names = [split or "test"] if data is None or split else list(recipe.data.splits)
+        for name in names:
+            if name not in recipe.data.splits:
+                raise DataError(f"no split {name!r} in {recipe.data.info.source!r}; "
+                                f"it has: {', '.join(recipe.data.splits)}")
+        parts = [recipe.predict_split(name) for name in names]
+        result = self.Result.concatenate([result for result, _ in parts])
+        references = [references for _, references in parts]
+        references = (np.concatenate(references) if isinstance(references[0], np.ndarray)
+                      else [item for part in references for item in part])
         report = result.score(references)
-        report.meta.update(task=self.task, split=split, source=self.data.info.source,
-                           backend=backend.name())
-        self.report = report
+        report.meta.update(task=self.task, split="all" if data is not None and not split else names[0],
+                           source=recipe.data.info.source, backend=backend.name())
+        if data is None:
+            self.report = report
         return report
+
+    def _on(self, source, data_options):
+        """A recipe with this one's model and learned vocabularies on another data source, all of
+        it kept (no `limit`), its classes renumbered to this run's (`adapt_data`)."""
+        data_config = self.config.data
+        loading = set(configs.loader_options(data_config)) - {"class_names", "limit"}
+        unknown = sorted(set(data_options) - loading)
+        if unknown:
+            raise ConfigError(f"evaluate(): {unknown[0]!r} is not a data loading option of a {self.task} "
+                              f"run; its options: {', '.join(sorted(loading))}")
+        arrays = None if isinstance(source, (str, os.PathLike)) else source
+        fields = dict(source="arrays" if arrays is not None else os.fspath(source), root="", limit=None,
+                      **self.evaluation_options())
+        if hasattr(data_config, "class_names"):
+            fields["class_names"] = None          # the source's own names, matched by name below
+        config = dataclasses.replace(self.config, data=dataclasses.replace(data_config, **fields))
+        for name, value in data_options.items():  # type-checked as keyword overrides are
+            config = configs.replace(config, ["data", name], value, where="evaluate()")
+        view = type(self)(config, data_root=self.data_root, arrays=arrays, model=self.model)
+        for name in self.learned:                 # the vocabularies the model was trained with
+            view.__dict__[name] = getattr(self, name)
+        view.__dict__["data"] = self.adapt_data(view.data)
+        if hasattr(view.config.data, "class_names"):
+            view.config.data.class_names = list(view.data.info.class_names)
+        return view
+
+    def evaluation_options(self):
+        """Data loading fields that make another source fit this run's model (a task hook)."""
+        return {}
+
+    def adapt_data(self, dataset):
+        """Another source's Dataset in this run's terms (a task hook: classifiers renumber classes)."""
+        return dataset
 
     def predict(self, inputs, **options):
         """The task's Result for raw inputs (see the task's `prepare_inputs` for what it takes);
@@ -224,6 +337,11 @@ class Recipe:
             bad = int(np.size(x) - np.isfinite(x).sum())
             raise DataError(f"predict() got {bad} values that are NaN or infinite (in an input of shape "
                             f"{x.shape}); every value must be a finite number")
+        if self.input_range and isinstance(x, np.ndarray) and x.size and x.dtype.kind in "fiu":
+            low, high = self.input_range
+            if x.min() < low or x.max() > high:
+                warn(f"predict() got values from {x.min():.6g} to {x.max():.6g}; this {self.task} takes "
+                     f"{low}..{high}, so its outputs for them may mean little")
         return self.predict_inputs(x, **options)
 
     def batches(self, split, shuffle=False):
@@ -245,7 +363,9 @@ class Recipe:
         path = pathlib.Path(path)
         check_run_directory(path, self.task)
         with runs.lock(path):
-            return self._save(path)
+            self._save(path)
+        self.run_dir = path
+        return path
 
     def _save(self, path):
 
@@ -308,6 +428,7 @@ class Recipe:
     def make_optimizer(self, total_steps):
         """The optimizer `train` describes, its schedule spanning `total_steps`."""
         train = self.config.train
+        configs.check_schedule(train, total_steps)     # a warmup longer than the run: a clear error
         rate = train.learning_rate
         if train.schedule == "cosine":
             rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(total_steps, 1))
@@ -335,9 +456,8 @@ class Recipe:
                                                            restore_best_weights=True))
         if out is not None:
             out = pathlib.Path(out)
-            resuming = (out / "backup").is_dir()    # a killed run left its backup: pick it up
-            callbacks.append(keras.callbacks.BackupAndRestore(str(out / "backup")))  # deleted at the end
-            callbacks += [keras.callbacks.CSVLogger(str(out / "history.csv"), append=resuming),
+            callbacks.append(Backup(out / BACKUP_DIR))    # a killed run resumes from it; deleted at the end
+            callbacks += [keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=self._continuing),
                           Checkpoint(out / CHECKPOINT_FILE, self._divergence)]
         return callbacks
 
@@ -347,10 +467,11 @@ class Recipe:
                 f"({state})>")
 
 
-def check_run_directory(path, task):
+def check_run_directory(path, task, overwrite=False):
     """Refuse, before anything is written, a path that cannot be a run directory of `task`: a
     file, the current directory, a directory that holds another task's run, or a non-empty
-    directory that is not a kdl run (a user's folder is never written into or replaced)."""
+    directory that is not a kdl run unless `overwrite` (a user's folder is never replaced, and
+    its own files are kept)."""
     path = pathlib.Path(path)
     if path.name in ("", ".", "..") or path.resolve() == pathlib.Path.cwd().resolve():
         raise ConfigError(f"{str(path)!r} is not a folder of its own (the current, parent or root "
@@ -366,12 +487,17 @@ def check_run_directory(path, task):
     elif path.is_dir() and (path / MODEL_FILE).exists():
         raise ConfigError(f"{path} holds a {MODEL_FILE} without {CONFIG_FILE}, not a kdl run "
                           "of this task; refusing to overwrite it. Choose another directory.")
-    elif path.is_dir():
+    elif path.is_dir() and not overwrite:
         others = sorted(p.name for p in path.iterdir() if p.name not in TRAINING_FILES)
         if others:
             raise ConfigError(f"{path} is not empty and is not a kdl run (it holds "
                               f"{', '.join(others[:5])}{' ...' * (len(others) > 5)}); refusing to "
-                              "write into it. Choose a new or empty directory.")
+                              "write into it. Choose a new or empty directory, or pass --overwrite "
+                              "(overwrite=True) to add the run's files to it (its own files are kept).")
+
+
+def _same_path(a, b):
+    return pathlib.Path(a).resolve() == pathlib.Path(b).resolve()
 
 
 def create(task, overrides=(), data_root=None):
@@ -409,12 +535,14 @@ def load(path, overrides=(), data_root=None, *, unsafe=False):
         model = runs.load_model(model_path, unsafe=unsafe)  # uncompiled: fit() compiles for this backend
     recipe = cls(config, data_root=data_root, model=model)
     if path.is_dir():
+        recipe.run_dir = path
         recipe.load_assets(path)
         expected, width = recipe.output_width(), model.output_shape[-1]
-        if expected is not None and expected != width:
-            raise ConfigError(f"run directory {str(path)!r} does not hold together: its recipe.toml and "
-                              f"assets call for {expected} outputs per position but {MODEL_FILE} has "
-                              f"{width}; the files come from different runs")
+        mismatch = (f"its recipe.toml and assets call for {expected} outputs per position but {MODEL_FILE} "
+                    f"has {width}" if expected is not None and expected != width else recipe.input_mismatch())
+        if mismatch:
+            raise ConfigError(f"run directory {str(path)!r} does not hold together: {mismatch}; the files "
+                              "come from different runs")
     return recipe
 
 

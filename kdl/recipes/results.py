@@ -24,6 +24,23 @@ class Result:
     """The shape every task's result shares; subclasses are dataclasses with the task's fields."""
 
     scorer = None      # the kdl.evaluation function that scores this kind of result
+    per_input = ()     # the fields with one entry per input (the others are settings)
+
+    @classmethod
+    def concatenate(cls, results):
+        """One result of several of this type, in order (a dataset's splits, scored as one
+        set): the per-input fields joined, the settings of the first."""
+        first = results[0]
+        joined = {}
+        for name in (field.name for field in dataclasses.fields(first)):
+            parts = [getattr(result, name) for result in results]
+            if name not in cls.per_input:
+                joined[name] = parts[0]
+            elif isinstance(parts[0], np.ndarray):
+                joined[name] = np.concatenate(parts)
+            else:
+                joined[name] = [item for part in parts for item in part]
+        return cls(**joined)
 
     def rows(self, top_k=1):
         """One JSON-ready dict per input (`top_k`: classes to list, for classifiers)."""
@@ -54,6 +71,7 @@ class Classification(Result):
     class_names: list
 
     scorer = staticmethod(evaluation.classification)
+    per_input = ("labels", "class_ids", "probabilities")
 
     @classmethod
     def from_probabilities(cls, probabilities, class_names):
@@ -97,6 +115,7 @@ class Translation(Result):
     examples: int = 5               # example translations kept in a report
 
     scorer = staticmethod(evaluation.translation)
+    per_input = ("sources", "translations", "log_probabilities")
 
     @property
     def outputs(self):
@@ -125,6 +144,7 @@ class Transcription(Result):
     characters: str = ""
 
     scorer = staticmethod(evaluation.speech_recognition)
+    per_input = ("transcripts", "log_probabilities")
 
     @property
     def outputs(self):

@@ -11,12 +11,14 @@ import dataclasses
 import functools
 import pathlib
 
+import keras
+
 from kdl import models
 from kdl.config import ClassificationDataConfig, ModelConfig, TrainConfig, setting
 from kdl.data import Tokenizer, batches, load_texts, tokenized
 from kdl.errors import ConfigError
 from kdl.recipes.classifier import Classifier
-from kdl.recipes.recipe import as_strings
+from kdl.recipes.recipe import MODEL_FILE, as_strings
 
 VOCABULARY_FILE = "vocabulary.txt"
 
@@ -57,6 +59,7 @@ class TextClassifier(Classifier):
     Config = TextClassifierConfig
     model_kind = "text_backbone"
     loader = staticmethod(load_texts)
+    learned = ("tokenizer",)
 
     @functools.cached_property
     def tokenizer(self):
@@ -111,6 +114,20 @@ class TextClassifier(Classifier):
         self.tokenizer = Tokenizer.load(vocabulary, kind=data.tokenizer, max_length=data.max_length,
                                          ngrams=data.ngrams)
 
+    def input_mismatch(self):
+        """A model.keras that takes other token ids than vocabulary.txt and recipe.toml make (files
+        of different runs) would give NaN or a backend error at predict: checked on load."""
+        length = self.model.input_shape[1]
+        embeddings = [layer.input_dim for layer in self.model._flatten_layers()
+                      if isinstance(layer, keras.layers.Embedding)]
+        width = max(embeddings, default=None)      # the token embedding (BERT's segments have 2)
+        expected = self.tokenizer.vocabulary_size, self.config.data.max_length
+        if (width is not None and width != expected[0]) or length != expected[1]:
+            return (f"its {VOCABULARY_FILE} and recipe.toml make {expected[1]} token ids from 0 to "
+                    f"{expected[0] - 1} per text, but {MODEL_FILE} takes {length} ids from 0 to "
+                    f"{width - 1 if width else '?'}")
+        return None
+
 
 def text_classifier(dataset="sst2", model="transformer", *, data_root=None, **overrides):
     """A new text classification recipe.
@@ -128,3 +145,4 @@ def text_classifier(dataset="sst2", model="transformer", *, data_root=None, **ov
     if model == "bert" and "preset" in overrides:
         defaults["tokenizer"] = "wordpiece"
     return TextClassifier.new(dataset, model, data_root, overrides, **defaults)
+

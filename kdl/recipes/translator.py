@@ -12,16 +12,16 @@
 import dataclasses
 import functools
 import math
+import numbers
 import pathlib
-import warnings
 
 import numpy as np
 
 from kdl import models
 from kdl.config import DataConfig, ModelConfig, TrainConfig, setting
 from kdl.data import Tokenizer, bucketed_batches, load_parallel, pad_ids
-from kdl.errors import ConfigError
-from kdl.recipes.recipe import Recipe, as_strings
+from kdl.errors import ConfigError, warn
+from kdl.recipes.recipe import MODEL_FILE, Recipe, as_strings
 from kdl.recipes.results import Translation
 
 VOCABULARY_FILES = {"source": "source_vocabulary.txt", "target": "target_vocabulary.txt"}
@@ -85,6 +85,7 @@ class Translator(Recipe):
     Config = TranslatorConfig
     model_kind = "translation_backbone"
     loader = staticmethod(load_parallel)
+    learned = ("tokenizers",)
     Result = Translation
 
     def __init__(self, config=None, **kwargs):
@@ -113,8 +114,8 @@ class Translator(Recipe):
         cut = sum(len(ids) > limit for ids in lists)
         if cut:
             longest = max(len(ids) for ids in lists)
-            warnings.warn(f"{what}: {cut} of {len(lists)} {side} sentences are longer than data.max_length="
-                          f"{limit} tokens (longest {longest}); they are cut to {limit}", stacklevel=3)
+            warn(f"{what}: {cut} of {len(lists)} {side} sentences are longer than data.max_length={limit} "
+                 f"tokens (longest {longest}); they are cut to {limit}")
         return [ids[:limit] for ids in lists]
 
     def _split_arrays(self, split):
@@ -154,14 +155,20 @@ class Translator(Recipe):
 
     # -- decoding -------------------------------------------------------------------------------------
     def _search(self, beam_size, length_penalty):
-        key = (beam_size, length_penalty)
+        # checked before the cache: 2.0 == 2 and True == 1 would find a search made for an int
+        if not (isinstance(beam_size, numbers.Integral) and not isinstance(beam_size, bool)
+                and beam_size >= 1):
+            raise ConfigError(f"beam_size must be a positive int (1 is greedy); got {beam_size!r}")
+        if not (isinstance(length_penalty, numbers.Real) and not isinstance(length_penalty, bool)
+                and math.isfinite(length_penalty)):
+            raise ConfigError(f"length_penalty must be a finite number (0 ranks by log-probability alone, "
+                              f"0.6 is the GNMT default); got {length_penalty!r}")
+        key = (int(beam_size), float(length_penalty))
         if key not in self._searches:
-            if not (isinstance(beam_size, int) and beam_size >= 1):
-                raise ConfigError(f"beam_size must be a positive int (1 is greedy); got {beam_size!r}")
             start_id, end_id = self._frame_ids()
             search = models.BeamSearch(self.model, max_length=self.config.data.max_length,
-                                       start_id=start_id, end_id=end_id, beam_size=beam_size,
-                                       length_penalty=float(length_penalty))
+                                       start_id=start_id, end_id=end_id, beam_size=key[0],
+                                       length_penalty=key[1])
             search.compile(jit_compile=self.jit_compile)
             self._searches[key] = search
         return self._searches[key]
@@ -246,6 +253,27 @@ class Translator(Recipe):
                                   "the vocabularies its tokenizers learned")
         options = dict(kind="wordpiece", max_length=None, lowercase=self.config.data.lowercase)
         self.tokenizers = {side: Tokenizer.load(path / name, **options) for side, name in files.items()}
+        self._check_model_inputs(path, files)
+
+    def _check_model_inputs(self, path, files):
+        """The source vocabulary and max_length must be those the model's embeddings were built
+        for (a mismatch gives NaN or a backend error at predict); recipe.load checks the target
+        vocabulary against the model's output width."""
+        if self.model is None:
+            return
+        for side in ("source", "target"):
+            try:
+                layer = self.model.get_layer(f"{side}_embedding")    # keras-hub TokenAndPositionEmbedding
+            except ValueError:      # a backbone without it: nothing to check
+                continue
+            built = layer.token_embedding.input_dim, layer.position_embedding.sequence_length
+            expected = self.tokenizers[side].vocabulary_size, self.config.data.max_length + 1
+            if built != expected:
+                raise ConfigError(
+                    f"run directory {str(path)!r} does not hold together: its {files[side]} and recipe.toml "
+                    f"(data.max_length) make {side} token ids from 0 to {expected[0] - 1}, at most "
+                    f"{expected[1]} per sentence, but {MODEL_FILE} takes ids from 0 to {built[0] - 1}, at "
+                    f"most {built[1]}; the files come from different runs")
 
 
 def translator(dataset="multi30k/task1_raw", source="en", target="de", model="transformer", *,
