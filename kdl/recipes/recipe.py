@@ -21,6 +21,7 @@ import inspect
 import os
 import pathlib
 import tomllib
+import warnings
 
 import keras
 import numpy as np
@@ -310,7 +311,9 @@ class Recipe:
         view = type(self)(config, data_root=self.data_root, arrays=arrays, model=self.model)
         for name in self.learned:                 # the vocabularies the model was trained with
             view.__dict__[name] = getattr(self, name)
-        view.__dict__["data"] = self.adapt_data(view.data)
+        with warnings.catch_warnings():   # every split is scored: the loader's hold-outs mean nothing here
+            warnings.filterwarnings("ignore", message=".*the training split has no examples of")
+            view.__dict__["data"] = self.adapt_data(view.data)
         if hasattr(view.config.data, "class_names"):
             view.config.data.class_names = list(view.data.info.class_names)
         return view
