@@ -7,6 +7,7 @@
     kdl predict runs/sst2 "a gripping film" reviews.txt
     kdl predict runs/multi30k_jax "A man is riding a bike." --beam-size 4     (or kdl translate)
     kdl predict runs/fsdd_digits_classifier 7_theo_0.wav
+    kdl predict runs/text_mlm "a [MASK] and moving film" --top-k 3
     kdl predict runs/fsdd_digit_strings_ctc utterance.wav --decoder beam_search   (or kdl transcribe)
     kdl transcribe runs/fsdd_digit_strings_ctc utterance.wav --decoder lexicon [--words FILE] [--lm FILE]
     kdl export runs/digits --format onnx --out exports/digits
@@ -91,7 +92,9 @@ def _train(args):
         recipe = recipes.create(args.recipe, overrides, data_root=args.data_root)
     out = pathlib.Path(args.out or pathlib.Path("runs") / path.stem)
     distribute.initialize(recipe.config.train.distribute)   # join a multi-process run first
-    print(f"kdl: training {recipe.task} (model {recipe.config.model.name!r}, data "
+    model = recipe.config.model
+    model = f"backbone {model.backbone!r}" if model.backbone else f"model {model.name!r}"
+    print(f"kdl: training {recipe.task} ({model}, data "
           f"{recipe.config.data.source!r}) on {backend.name()} [{', '.join(backend.devices())}]",
           flush=True)
     lines = [EpochLine(recipe.config.train.epochs)] if args.quiet else []   # instead of the bar
@@ -166,7 +169,8 @@ def _predict(args, task=None):
             print(f"kdl: error: {error}", file=sys.stderr)
             failed += 1
             continue
-        for name, row, line in zip(names, result.rows(args.top_k), result.lines(args.top_k)):
+        top_k = () if args.top_k is None else (args.top_k,)    # None: the result's own default
+        for name, row, line in zip(names, result.rows(*top_k), result.lines(*top_k)):
             rows.append(({"input": name, **row}, line))
         done += len(names)
         if sys.stderr.isatty() and (units or done > CHUNK):      # progress on long work
@@ -352,12 +356,14 @@ def _parser():
 
     predict = commands.add_parser("predict", parents=[common], help="predict with a saved run of any task",
                                   description="Run a saved model on inputs: class names (classifiers), "
-                                              "translations (translator) or transcripts (speech_recognizer).")
+                                              "translations (translator), transcripts (speech_recognizer) "
+                                              "or the tokens that fill each [MASK] (language_model).")
     _predict_options(predict, "inputs: image files or .npy arrays of images; for text runs (classifier, "
-                              "translator), strings or .txt files (one example a line); for audio runs, "
-                              ".wav files or .npy waveforms")
-    predict.add_argument("--top-k", type=int, default=1,
-                         help="classifiers: classes to show per input (default 1)")
+                              "translator, language_model: with [MASK] where a word is missing), strings or "
+                              ".txt files (one example a line); for audio runs, .wav files or .npy waveforms")
+    predict.add_argument("--top-k", type=int, default=None,
+                         help="classifiers: classes to show per input (default 1); language_model: "
+                              "candidate tokens per [MASK] (default: the run's predict.top_k)")
     predict.add_argument("--beam-size", type=int, default=None,
                          help="translator: beams to keep (1 is greedy; default: the run's decode.beam_size)")
     predict.add_argument("--decoder", choices=["greedy", "beam_search", "lexicon"], default=None,

@@ -56,6 +56,8 @@ class DataConfig:
 @dataclasses.dataclass
 class ClassificationDataConfig(DataConfig):
     class_names: typing.Optional[list[str]] = None  # None: the dataset's own names (resolved on load)
+    classes: typing.Optional[list[str]] = None      # only these classes, renumbered in this order (2+)
+    per_class: typing.Optional[int] = setting(None, at_least=1)   # train + validation labels per class
 
 
 @dataclasses.dataclass
@@ -64,6 +66,7 @@ class ModelConfig:
 
     name: str = ""
     options: dict[str, typing.Any] = dataclasses.field(default_factory=dict)  # builder keywords
+    backbone: str = ""    # "": a new `name` model; a kdl run directory, "hub:PRESET" or a preset folder
 
 
 @dataclasses.dataclass
@@ -79,6 +82,8 @@ class TrainConfig:
     steps_per_execution: int = setting(1, at_least=1)  # batches per compiled call (not on torch)
     distribute: str = "single"      # single, auto, data_parallel, model_parallel[:M], tpu (kdl.distribute)
     precision: str = "fp32"         # fp32, bf16 or fp16 (mixed precision; weights stay float32)
+    freeze_epochs: int = setting(0, at_least=0)     # first epochs train the head only (backbone frozen)
+    backbone_lr_mult: float = setting(1.0, at_least=0)   # then the backbone learns at learning_rate x this
 
 
 SEED_BOUNDS = {"at_least": 0, "below": 2**32}   # a `seed` field: what NumPy and scikit-learn take

@@ -84,8 +84,10 @@ def export(model, folder, format, *, sample, description, write_assets):
             if format == "keras":
                 model.save(target)
             else:
-                model.export(str(target), format="tf_saved_model" if format == "saved_model" else format,
-                             verbose=False)
+                inputs = [keras.InputSpec(shape=t.shape, dtype=t.dtype, name=t.name) for t in model.inputs]
+                Inference(model).export(str(target), verbose=False, input_signature=[
+                    inputs if len(inputs) > 1 else inputs[0]],
+                    format="tf_saved_model" if format == "saved_model" else format)
         except Exception as error:  # each exporter raises its own types from deep inside
             raise BackendError(f"Keras could not export this model as {format!r} on the "
                                f"{backend.name()} backend: {type(error).__name__}: {str(error)[:400]}; "
@@ -101,6 +103,20 @@ def export(model, folder, format, *, sample, description, write_assets):
 
     runs.write_directory(folder, fill, keep_others=False)
     return folder
+
+
+class Inference(keras.Model):
+    """`model` called in inference mode, for the exporters: Keras' `model.export` calls a model
+    without `training`, and its image augmentation layers then default to training (an exported
+    model would flip and shift the images it serves)."""
+
+    def __init__(self, model):
+        super().__init__(name=model.name)
+        self.inner = model
+        self.built = True       # its only weights are the built model's
+
+    def call(self, inputs):
+        return self.inner(inputs, training=False)
 
 
 def _alternative(format):

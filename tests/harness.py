@@ -275,4 +275,10 @@ CASES = {
                                               width=8, blocks=1, channels=4,
                                               augment={"speed": 0.1, "noise": 20.0, "reverb": 0.05}),
         CLIPS, _wav(CLIPS[1], RATE), assets=("characters.json", "words.txt"), other_data=_ljspeech_folder),
+    "language_model": TaskCase(
+        "language_model",
+        lambda: kdl.recipes.language_model(TEXTS, batch_size=8, max_length=8, vocabulary_size=40,
+                                           mask_rate=0.4, embedding=8, blocks=1, heads=2, intermediate=16),
+        np.array(["a [MASK] film", "dull and [MASK]", "[MASK] fun , [MASK] acting"]),
+        lambda folder: ["a [MASK] plot"], assets=("vocabulary.txt",)),
 }

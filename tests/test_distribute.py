@@ -234,3 +234,61 @@ def test_cli_options_are_checked_before_training(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
     assert cli.main(["train", "image_classifier", "--precision", "fp8"]) == 1     # argparse's choices
     assert "argument --precision: invalid choice: 'fp8'" in capsys.readouterr().err
+
+
+# Fine-tuning under each engine (kdl.finetune): a saved digits run as backbone, one frozen epoch,
+# then the backbone at half the rate. The frozen epoch leaves the backbone bit-identical on every
+# replica, and the losses are the single-device ones.
+_FINETUNE_SCRIPT = """
+import json, os, sys
+SETUP
+import numpy as np
+import kdl
+mode, folder = sys.argv[1], sys.argv[2]
+if mode == "single" and not os.path.exists(os.path.join(folder, "base", "model.keras")):
+    base = kdl.recipes.image_classifier(limit=128, batch_size=128, epochs=1, validation_split=0.0,
+                                        filters=[8], dropout=0.0, optimizer="sgd", learning_rate=0.05)
+    base.fit(verbose=0)
+    base.save(os.path.join(folder, "base"))
+recipe = kdl.recipes.image_classifier(limit=128, batch_size=128, epochs=2, validation_split=0.0,
+                                      backbone=os.path.join(folder, "base"), freeze_epochs=1,
+                                      backbone_lr_mult=0.5, optimizer="sgd", learning_rate=0.05,
+                                      distribute=mode)
+frozen = []
+import keras
+class Backbone(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        frozen.append([np.asarray(keras.ops.convert_to_numpy(v.value)).tolist()
+                       for v in self.model.trainable_weights if not v.path.startswith("probabilities")])
+start = [np.asarray(keras.ops.convert_to_numpy(v.value)).tolist()
+         for v in kdl.recipes.load(os.path.join(folder, "base")).model.trainable_weights
+         if not v.path.startswith("probabilities")]
+loss = recipe.fit(verbose=0, callbacks=[Backbone()]).history["loss"]
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:     # torchrun: each process logs its half's loss
+    import torch, torch.distributed as dist
+    total = torch.tensor(loss)
+    dist.all_reduce(total)
+    loss = (total / dist.get_world_size()).tolist()
+if int(os.environ.get("RANK", "0")) == 0:
+    print(json.dumps({"loss": loss, "frozen": frozen[0] == start, "moved": frozen[1] != start}))
+"""
+_FINETUNE_SETUP = {
+    "jax": 'os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"',
+    "tensorflow": ("import tensorflow as tf\ncpu = tf.config.list_physical_devices('CPU')[0]\n"
+                   "tf.config.set_logical_device_configuration(\n"
+                   "    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)"),
+    "torch": "",
+}
+
+
+def test_fine_tuning_under_each_engine(backend, tmp_path):
+    """JAX DataParallel (4 devices), MirroredStrategy (2 logical CPUs), torchrun (2 processes)."""
+    script = tmp_path / "finetune.py"
+    script.write_text(_FINETUNE_SCRIPT.replace("SETUP", _FINETUNE_SETUP[backend]))
+    single = _run(None, backend, args=[sys.executable, str(script), "single", str(tmp_path)])
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                 "29533"] if backend == "torch" else [sys.executable])
+    parallel = _run(None, backend, env={"OMP_NUM_THREADS": "1"},
+                    args=[*launcher, str(script), "data_parallel", str(tmp_path)])
+    assert single["frozen"] and parallel["frozen"] and single["moved"] and parallel["moved"]
+    np.testing.assert_allclose(parallel["loss"], single["loss"], rtol=1e-4)

@@ -22,8 +22,9 @@ LABELS = [1, 0, 1, 0, 1, 0] * 8
 
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
-    """A small image classifier, saved (untrained: exports need weights, not good ones)."""
-    recipe = kdl.recipes.image_classifier(limit=200, filters=[8], dense=16)
+    """A small image classifier with training-only augmentation layers (an export serves inference:
+    they must be off), saved (untrained: exports need weights, not good ones)."""
+    recipe = kdl.recipes.image_classifier(limit=200, filters=[8], dense=16, augment=["flip", "translate"])
     recipe.model = recipe.build_model()
     return recipe, recipe.save(tmp_path_factory.mktemp("runs") / "digits")
 

@@ -71,13 +71,22 @@ def classification_chance(report):
 NOT_YET = {
     "fsdd_digit_strings_ctc": "CTC stays on its all-blank plateau for the first several hundred steps",
     "multi30k_en_de": "a few hundred steps give one generic sentence for every input",
+    "text_mlm": "23 steps of masked-LM training do not beat answering the commonest word (5.9%)",
 }
+
+
+def backbone_of(path):
+    """The backbone a recipe file starts from (another run, made by the command its header gives)."""
+    return tomllib.loads(path.read_text()).get("model", {}).get("backbone", "")
 
 
 def smoke_cases():
     for path in RECIPE_FILES:
         reason = NOT_YET.get(path.stem)
         marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        if backbone_of(path):
+            marks.append(pytest.mark.skip(reason=f"starts from the run {backbone_of(path)!r}, which "
+                                                 "its header's command makes first"))
         yield pytest.param(path, marks=marks, id=path.stem)
 
 
@@ -97,6 +106,8 @@ def test_the_smoke_command_trains_a_model_that_beats_chance(path, shared_data, t
         needed = chance + Z * math.sqrt(chance * (1 - chance) / examples)
         assert metrics["accuracy"] > needed, (f"accuracy {metrics['accuracy']:.3f}, chance {chance:.3f} "
                                               f"(needed {needed:.3f})", printed.getvalue()[-1500:])
+    elif task == "language_model":           # answering "the" for every mask scores 5.9% on SST-2 dev
+        assert metrics["accuracy"] > 0.059, (metrics, printed.getvalue()[-1500:])
     elif task == "speech_recognizer":        # an empty transcript scores WER = CER = 1
         assert metrics["cer"] < 0.5 and metrics["wer"] < 0.8, (metrics, printed.getvalue()[-1500:])
     else:

@@ -115,11 +115,12 @@ def test_transfer_learning_from_a_preset_directory(tmp_path):
     backbone = keras_hub.models.BertBackbone(len(vocabulary), num_layers=1, num_heads=2, hidden_dim=8,
                                              intermediate_dim=16, max_sequence_length=16)
     backbone.save_to_preset(tmp_path / "tiny_bert")
-    keras_hub.models.BertTokenizer(vocabulary=vocabulary).save_to_preset(tmp_path / "tiny_bert")
-    recipe = kdl.recipes.text_classifier(TINY, model="bert", preset=str(tmp_path / "tiny_bert"),
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True)   # an uncased preset
+    tokenizer.save_to_preset(tmp_path / "tiny_bert")
+    recipe = kdl.recipes.text_classifier(TINY, backbone=str(tmp_path / "tiny_bert"),
                                          epochs=1, max_length=8, batch_size=8, learning_rate=0.0)
+    assert recipe.tokenizer.vocabulary == vocabulary          # the preset's own WordPiece vocabulary
     assert recipe.config.data.tokenizer == "wordpiece"
-    assert recipe.tokenizer.vocabulary == vocabulary
     recipe.fit(verbose=0)
     loaded_backbone = next(layer for layer in recipe.model.layers
                            if isinstance(layer, keras_hub.models.BertBackbone))
@@ -131,6 +132,8 @@ def test_transfer_learning_from_a_preset_directory(tmp_path):
     recipe.save(tmp_path / "run")
     np.testing.assert_allclose(kdl.recipes.load(tmp_path / "run").predict(["good film", ""]).probabilities,
                                probabilities, atol=1e-6)
+    with pytest.raises(ConfigError, match="'preset'"):     # the old `[model.options] preset` is gone
+        kdl.recipes.text_classifier(TINY, model="bert", preset=str(tmp_path / "tiny_bert"))
 
 
 def test_config_errors_name_what_was_given():

@@ -73,10 +73,13 @@ from kdl.data.io import (
 from kdl.data.splits import (
     SPEAKER_SPLITS,
     array_splits,
+    check_class_options,
     check_split_options,
+    source_class_names,
     speaker_split,
     split_arrays,
     tfds_slices,
+    tfds_splits,
 )
 from kdl.data.tfds_builder import prepared_tfds_builder
 from kdl.errors import DataError
@@ -156,7 +159,8 @@ def trim_silence(waveform, threshold=0.05, margin=0.02, sample_rate=8000):
 
 
 def load_audio(source, *, data_root=None, sample_rate=8000, max_seconds=1.0, class_names=None,
-               validation_split=0.0, limit=None, seed=0, split="default", test_speakers=(), speakers=None):
+               validation_split=0.0, limit=None, seed=0, split="default", test_speakers=(), speakers=None,
+               classes=None, per_class=None):
     """Load a spoken-command dataset as "train", ["validation",] "test" splits of (waveform, label).
 
     source: see the module docstring. A relative path is looked up in the current directory,
@@ -167,9 +171,15 @@ def load_audio(source, *, data_root=None, sample_rate=8000, max_seconds=1.0, cla
     limit: keep at most this many examples of each split.
     split, test_speakers, speakers: "default" (the source's own test split) or "speaker" (the
         clips of `test_speakers` are the test split; see the module docstring).
+    classes: only these classes (by name), in every split, their labels renumbered in this order.
+    per_class: train (and the validation held out of it) on at most this many examples of each
+        class, a seeded stratified sample; the test split is not cut (`kdl.data.splits`).
     """
     num_samples = _check_options(sample_rate, max_seconds, validation_split, limit)
-    options = dict(validation_split=validation_split, limit=limit, seed=seed)
+    check_class_options(classes, per_class)
+    class_names = source_class_names(class_names, classes)
+    options = dict(validation_split=validation_split, limit=limit, seed=seed, classes=classes,
+                   per_class=per_class)
     by_speaker = _check_speaker_options(source, split, test_speakers, speakers)
     if isinstance(source, (tuple, dict)):
         splits = {name: _array_clips(name, pair, "labels") for name, pair in array_splits(
@@ -183,8 +193,7 @@ def load_audio(source, *, data_root=None, sample_rate=8000, max_seconds=1.0, cla
                  for name, (waves, _) in splits.items()}
         return _classification_dataset("arrays", clips, names, sample_rate, num_samples, **options)
     if isinstance(source, str) and source.startswith("tfds:"):
-        return _classification_from_tfds(source, data_root, class_names, sample_rate, num_samples,
-                                         validation_split, limit)
+        return _classification_from_tfds(source, data_root, class_names, sample_rate, num_samples, **options)
     if not isinstance(source, (str, os.PathLike)):
         raise unsupported_source(source, CLASSIFICATION_SOURCES)
     folder = resolve_path(source, data_root, CLASSIFICATION_SOURCES)
@@ -338,12 +347,13 @@ def _array_clips(split, pair, what):
 
 
 def _classification_dataset(source, clips, class_names, sample_rate, num_samples, *,
-                            validation_split, limit, seed):
+                            validation_split, limit, seed, classes, per_class):
     splits = {name: (np.stack(waves) if waves else np.zeros((0, num_samples), np.float32), labels)
               for name, (waves, labels) in clips.items()}
-    arrays = split_arrays(splits, validation_split, limit, seed, class_names=class_names, where=source)
+    arrays = split_arrays(splits, validation_split, limit, seed, class_names=class_names, where=source,
+                          classes=classes, per_class=per_class)
     datasets = {name: tf.data.Dataset.from_tensor_slices((x, y)) for name, (x, y) in arrays.items()}
-    return _dataset(source, sample_rate, num_samples, class_names, datasets)
+    return _dataset(source, sample_rate, num_samples, class_names if classes is None else classes, datasets)
 
 
 def _dataset(source, sample_rate, num_samples, class_names, datasets, transcripts=None):
@@ -556,8 +566,8 @@ def _tf_fit_length(waveform, num_samples):
     return tf.ensure_shape(tf.pad(waveform, [[0, num_samples - tf.shape(waveform)[0]]]), [num_samples])
 
 
-def _classification_from_tfds(source, data_root, class_names, sample_rate, num_samples,
-                              validation_split, limit):
+def _classification_from_tfds(source, data_root, class_names, sample_rate, num_samples, *,
+                              validation_split, limit, seed, classes, per_class):
     import tensorflow_datasets as tfds  # slow to import: only this source needs it
 
     builder = prepared_tfds_builder(source, data_root)
@@ -573,10 +583,12 @@ def _classification_from_tfds(source, data_root, class_names, sample_rate, num_s
         waveform = _tf_fit_length(_tfds_waveform(example[audio], rate, sample_rate), num_samples)
         return waveform, tf.cast(example["label"], tf.int32)
 
-    slices = tfds_slices(builder, validation_split, limit, TFDS_OWN_VALIDATION)
-    datasets = {split: builder.as_dataset(split=tfds_split).map(pick, num_parallel_calls=tf.data.AUTOTUNE)
-                for split, tfds_split in slices.items()}
-    return _dataset(source, sample_rate, num_samples, class_names or label.names, datasets)
+    slices = tfds_slices(builder, validation_split, limit, TFDS_OWN_VALIDATION, hold_out=per_class is None)
+    records, class_names = tfds_splits(builder, slices, class_names or label.names, classes=classes,
+                                       per_class=per_class, validation_split=validation_split, seed=seed,
+                                       where=source)
+    datasets = {split: ds.map(pick, num_parallel_calls=tf.data.AUTOTUNE) for split, ds in records.items()}
+    return _dataset(source, sample_rate, num_samples, class_names, datasets)
 
 
 def _transcripts_from_tfds(source, data_root, clean, sample_rate, num_samples, validation_split, limit):

@@ -39,7 +39,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from kdl.data import idx
 from kdl.data.dataset import Dataset, class_names_for
 from kdl.data.io import resolve_path, subfolders, unsupported_source, walk_folder
-from kdl.data.splits import array_splits, check_split_options, split_arrays, tfds_slices
+from kdl.data.splits import (
+    array_splits,
+    check_class_options,
+    check_split_options,
+    source_class_names,
+    split_arrays,
+    tfds_slices,
+    tfds_splits,
+)
 from kdl.data.tfds_builder import prepared_tfds_builder
 from kdl.errors import DataError
 
@@ -58,7 +66,8 @@ ACCEPTED_SOURCES = (
 
 
 def load_images(
-    source, *, data_root=None, image_size=None, class_names=None, validation_split=0.0, limit=None, seed=0
+    source, *, data_root=None, image_size=None, class_names=None, validation_split=0.0, limit=None, seed=0,
+    classes=None, per_class=None,
 ):
     """Load an image classification dataset as "train", ["validation",] "test" splits.
 
@@ -69,15 +78,21 @@ def load_images(
         names); for an image folder, which class sub-folders to use, in this order.
     validation_split: fraction of train held out as "validation", stratified and seeded by `seed`.
     limit: keep at most this many examples of each split (the first ones, before the hold-out).
+    classes: only these classes (by name), in every split, their labels renumbered in this order.
+    per_class: train (and the validation held out of it) on at most this many examples of each
+        class, a seeded stratified sample; the test split is not cut (`kdl.data.splits`).
     """
     _check_options(image_size, validation_split, limit)
-    options = dict(image_size=image_size, validation_split=validation_split, limit=limit)
+    check_class_options(classes, per_class)
+    class_names = source_class_names(class_names, classes)
+    options = dict(image_size=image_size, validation_split=validation_split, limit=limit, classes=classes,
+                   per_class=per_class)
     if isinstance(source, (tuple, dict)):
         return _from_arrays("arrays", array_splits(source), class_names, seed=seed, **options)
     if isinstance(source, str) and source == "digits":
         return _from_arrays("digits", {"train": _digits()}, class_names, seed=seed, **options)
     if isinstance(source, str) and source.startswith("tfds:"):
-        return _from_tfds(source, data_root, class_names, **options)
+        return _from_tfds(source, data_root, class_names, seed=seed, **options)
     if not isinstance(source, (str, os.PathLike)):
         raise unsupported_source(source, ACCEPTED_SOURCES)
     folder = resolve_path(source, data_root, ACCEPTED_SOURCES)
@@ -108,14 +123,17 @@ def _check_options(image_size, validation_split, limit):
 # --- index-based sources: arrays, digits, IDX and image folders ---------------------------------
 
 
-def _from_indexed(source, splits, class_names, to_dataset, *, image_size, validation_split, limit, seed):
+def _from_indexed(source, splits, class_names, to_dataset, *, image_size, validation_split, limit, seed,
+                  classes, per_class):
     """A Dataset from split -> (items, labels) arrays, `to_dataset(items, labels)` making each split.
 
-    A missing "test" split is a fixed stratified hold-out of train; then `limit`; then "validation".
+    A missing "test" split is a fixed stratified hold-out of train; then `limit`; then `classes`;
+    then "validation" (or the `per_class` budget).
     """
-    arrays = split_arrays(splits, validation_split, limit, seed, class_names=class_names, where=source)
+    arrays = split_arrays(splits, validation_split, limit, seed, class_names=class_names, where=source,
+                          classes=classes, per_class=per_class)
     datasets = {name: to_dataset(items, labels) for name, (items, labels) in arrays.items()}
-    return _image_dataset(source, class_names, datasets, image_size)
+    return _image_dataset(source, class_names if classes is None else classes, datasets, image_size)
 
 
 def _image_dataset(source, class_names, datasets, image_size):
@@ -371,7 +389,8 @@ def _is_grey(mode):
 # --- TensorFlow Datasets --------------------------------------------------------------------------
 
 
-def _from_tfds(source, data_root, class_names, *, image_size, validation_split, limit):
+def _from_tfds(source, data_root, class_names, *, image_size, validation_split, limit, seed, classes,
+               per_class):
     import tensorflow_datasets as tfds  # slow to import: only this source needs it
 
     builder = prepared_tfds_builder(source, data_root)
@@ -389,13 +408,13 @@ def _from_tfds(source, data_root, class_names, *, image_size, validation_split, 
         )
     splits = builder.info.splits  # empty when mocked by tfds.testing.mock_data
     test_split = "validation" if "test" not in splits and "validation" in splits else "test"
-    slices = tfds_slices(builder, validation_split, limit, names={"test": test_split})
-    datasets = {
-        split: builder.as_dataset(split=tfds_split, as_supervised=True).map(_int32_label)
-        for split, tfds_split in slices.items()
-    }
-    return _image_dataset(source, class_names or label.names, datasets, image_size)
+    slices = tfds_slices(builder, validation_split, limit, {"test": test_split}, hold_out=per_class is None)
+    records, class_names = tfds_splits(builder, slices, class_names or label.names, classes=classes,
+                                       per_class=per_class, validation_split=validation_split, seed=seed,
+                                       where=source)
+    datasets = {split: ds.map(_image_and_label) for split, ds in records.items()}
+    return _image_dataset(source, class_names, datasets, image_size)
 
 
-def _int32_label(image, label):
-    return image, tf.cast(label, tf.int32)
+def _image_and_label(record):
+    return record["image"], tf.cast(record["label"], tf.int32)

@@ -41,7 +41,15 @@ from kdl.data.io import (
     unsupported_source,
     walk_folder,
 )
-from kdl.data.splits import array_splits, check_split_options, split_arrays, tfds_slices
+from kdl.data.splits import (
+    array_splits,
+    check_class_options,
+    check_split_options,
+    source_class_names,
+    split_arrays,
+    tfds_slices,
+    tfds_splits,
+)
 from kdl.data.tfds_builder import prepared_tfds_builder
 from kdl.errors import DataError
 
@@ -67,6 +75,8 @@ def load_texts(
     validation_split=0.0,
     limit=None,
     seed=0,
+    classes=None,
+    per_class=None,
 ):
     """Load a text classification dataset as "train", ["validation",] "test" splits.
 
@@ -79,15 +89,21 @@ def load_texts(
     validation_split: fraction of train held out as "validation", stratified and seeded by `seed`.
     limit: keep at most this many examples of each split: a seeded sample, each class keeping its
         share (`kdl.data.splits.limited`), taken after the test hold-out.
+    classes: only these classes (by name), in every split, their labels renumbered in this order.
+    per_class: train (and the validation held out of it) on at most this many examples of each
+        class, a seeded stratified sample; the test split is not cut (`kdl.data.splits`).
     """
     check_split_options(validation_split, limit)
-    options = dict(validation_split=validation_split, limit=limit, seed=seed)
+    check_class_options(classes, per_class)
+    class_names = source_class_names(class_names, classes)
+    options = dict(validation_split=validation_split, limit=limit, seed=seed, classes=classes,
+                   per_class=per_class)
     if isinstance(source, (tuple, dict)):
         pairs = array_splits(source, "(texts, labels)")
         rows = {name: _array_rows(name, pair) for name, pair in pairs.items()}
         return _from_rows("arrays", rows, class_names, **options)
     if isinstance(source, str) and source.startswith("tfds:"):
-        return _from_tfds(source, data_root, text_column, class_names, validation_split, limit)
+        return _from_tfds(source, data_root, text_column, class_names, **options)
     if not isinstance(source, (str, os.PathLike)):
         raise unsupported_source(source, ACCEPTED_SOURCES)
     path = resolve_path(source, data_root, ACCEPTED_SOURCES)
@@ -193,16 +209,17 @@ def _is_number(value):
         return False
 
 
-def _from_rows(source, rows, class_names, *, validation_split, limit, seed):
+def _from_rows(source, rows, class_names, *, validation_split, limit, seed, classes, per_class):
     """A Dataset from split -> (texts, raw labels, where) rows."""
     ids, class_names = _label_ids(rows, class_names, source)
     splits = {split: (np.array(texts, dtype=object), ids[split]) for split, (texts, _, _) in rows.items()}
-    arrays = split_arrays(splits, validation_split, limit, seed, class_names=class_names, where=source)
+    arrays = split_arrays(splits, validation_split, limit, seed, class_names=class_names, where=source,
+                          classes=classes, per_class=per_class)
     datasets = {
         split: tf.data.Dataset.from_tensor_slices((tf.constant(list(texts), tf.string), labels))
         for split, (texts, labels) in arrays.items()
     }
-    return Dataset.of(source, datasets, class_names=class_names)
+    return Dataset.of(source, datasets, class_names=class_names if classes is None else classes)
 
 
 def _check_two_classes(train_rows, labels, source):
@@ -236,7 +253,8 @@ def _array_rows(split, pair):
 # --- TensorFlow Datasets --------------------------------------------------------------------------
 
 
-def _from_tfds(source, data_root, text_column, class_names, validation_split, limit):
+def _from_tfds(source, data_root, text_column, class_names, *, validation_split, limit, seed, classes,
+               per_class):
     import tensorflow_datasets as tfds  # slow to import: only this source needs it
 
     builder = prepared_tfds_builder(source, data_root)
@@ -252,8 +270,9 @@ def _from_tfds(source, data_root, text_column, class_names, validation_split, li
         raise DataError(f"{source} has {label.num_classes} classes but {len(class_names)} class_names")
     test_split = "validation" if source.startswith("tfds:glue/") else "test"  # GLUE hides test labels
     pick = lambda example: (example[text_feature], tf.cast(example["label"], tf.int32))  # noqa: E731
-    datasets = {
-        split: builder.as_dataset(split=tfds_split).map(pick)
-        for split, tfds_split in tfds_slices(builder, validation_split, limit, {"test": test_split}).items()
-    }
-    return Dataset.of(source, datasets, class_names=class_names or label.names)
+    slices = tfds_slices(builder, validation_split, limit, {"test": test_split}, hold_out=per_class is None)
+    records, class_names = tfds_splits(builder, slices, class_names or label.names, classes=classes,
+                                       per_class=per_class, validation_split=validation_split, seed=seed,
+                                       where=source)
+    datasets = {split: ds.map(pick) for split, ds in records.items()}
+    return Dataset.of(source, datasets, class_names=class_names)

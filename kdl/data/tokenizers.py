@@ -73,14 +73,6 @@ class Tokenizer:
         return cls(vocabulary, kind=kind, max_length=max_length, ngrams=ngrams, lowercase=lowercase)
 
     @classmethod
-    def from_preset(cls, preset, *, max_length=64):
-        """The WordPiece vocabulary of a keras-hub preset (e.g. a BERT preset directory)."""
-        import keras_hub
-
-        vocabulary = keras_hub.tokenizers.Tokenizer.from_preset(preset).get_vocabulary()
-        return cls(vocabulary, kind="wordpiece", max_length=max_length)
-
-    @classmethod
     def load(cls, path, **options):
         """The tokenizer saved by `save(path)`; `options` are kind, max_length, ngrams, lowercase.
 

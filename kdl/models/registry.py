@@ -27,6 +27,7 @@ MODULES = {                        # kind -> the module whose import registers i
     "translation_backbone": "kdl.models.text.translator",
     "audio_backbone": "kdl.models.audio.backbones",
     "speech_encoder": "kdl.models.audio.backbones",
+    "masked_lm_backbone": "kdl.models.text.language_model",
 }
 
 _BUILDERS = {kind: {} for kind in MODULES}

@@ -41,6 +41,7 @@ class AudioClassifier(WaveformTask, Classifier):
     """Waveforms in, class names and probabilities out. Build it with `kdl.recipes.audio_classifier`."""
 
     Config = AudioClassifierConfig
+    modality = "audio"
     model_kind = "audio_backbone"
     loader = staticmethod(load_audio)
 
@@ -50,6 +51,12 @@ class AudioClassifier(WaveformTask, Classifier):
         return models.audio_classifier(self.data.info.num_samples, len(self.class_names),
                                        data.sample_rate, backbone=model.name, features=features,
                                        spec_augment=augment, seed=self.config.seed, **model.options)
+
+    def build_from_preset(self, preset):
+        from kdl.models import presets
+
+        return presets.audio_classifier(preset, self.data.info.num_samples, len(self.class_names),
+                                        self.config.data.sample_rate)
 
     def prepare_inputs(self, inputs):
         """Accepts WAV file paths and 1-D waveforms at data.sample_rate, alone or in a list, or

@@ -13,6 +13,8 @@ from kdl.data.dataset import relabel
 from kdl.recipes.recipe import Recipe
 from kdl.recipes.results import Classification
 
+HEAD = "probabilities"      # every classifier model's last layer: Dense(classes, softmax)
+
 
 class Classifier(Recipe):
     """A recipe whose model maps inputs to class probabilities."""
@@ -21,8 +23,9 @@ class Classifier(Recipe):
 
     @property
     def class_names(self):
-        """The class names (from the config once the data is loaded)."""
-        return self.config.data.class_names or self.data.info.class_names
+        """The class names (from the config once the data is loaded; `data.classes`: that subset)."""
+        data = self.config.data
+        return data.classes or data.class_names or self.data.info.class_names
 
     def compile_arguments(self):
         return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
@@ -42,7 +45,11 @@ class Classifier(Recipe):
         return relabel(dataset, self.class_names)
 
     def output_width(self):
-        return len(self.config.data.class_names) if self.config.data.class_names else None
+        names = self.config.data.classes or self.config.data.class_names
+        return len(names) if names else None
+
+    def transfer_features(self):
+        return self.model.get_layer(HEAD).input            # (B, F): what the softmax head reads
 
     def save_report_extras(self, path):
         self.report.plot_confusion_matrix(path / "confusion_matrix.png")

@@ -48,6 +48,7 @@ class ImageClassifier(Classifier):
     """Images in, class names and probabilities out. Build it with `kdl.recipes.image_classifier`."""
 
     Config = ImageClassifierConfig
+    modality = "image"
     model_kind = "image_backbone"
     loader = staticmethod(load_images)
     input_range = (0, 255)          # pixel values; predict warns outside it
@@ -58,6 +59,15 @@ class ImageClassifier(Classifier):
         return models.image_classifier(self.data.info.image_shape, len(self.class_names),
                                        backbone=model.name, augment=model.augment,
                                        seed=self.config.seed, **model.options)
+
+    def build_from_preset(self, preset):
+        """The keras-hub preset's backbone with its own image preprocessing inside the model
+        (kdl.models.presets.image_classifier), a new head for this data's classes."""
+        from kdl.models import presets
+
+        model = self.config.model
+        return presets.image_classifier(preset, self.data.info.image_shape, len(self.class_names),
+                                        augment=model.augment, seed=self.config.seed)
 
     def input_mismatch(self):
         size, shape = self.config.data.image_size, list(self.model.input_shape[1:3])

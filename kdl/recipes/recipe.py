@@ -26,7 +26,7 @@ import warnings
 import keras
 import numpy as np
 
-from kdl import backend, distribute, runs
+from kdl import backend, distribute, finetune, runs
 from kdl import config as configs
 from kdl.callbacks import Backup, Checkpoint, DivergenceStop
 from kdl.config import TrainConfig  # noqa: F401  (re-exported: kdl.recipes.TrainConfig)
@@ -52,14 +52,16 @@ class Recipe:
     learned = ()         # attributes learned from the training data that belong with the model
     input_files = (".txt",)   # file types `kdl predict RUN FOLDER` reads (.txt: one example a line)
     jit_compile = "auto"    # passed to model.compile: True asks torch for torch.compile
+    modality = None      # "image", "text" or "audio": what a backbone from another run must take
+    backbone_fields = ()    # data fields a backbone run dictates (how its vocabulary encodes text)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "Config" in cls.__dict__:        # a task (not a shared base such as Classifier)
             cls.task = cls.Config.task
             RECIPES[cls.task] = cls
-        if "build_model" in cls.__dict__:   # a bad model option: a ConfigError, not a Keras traceback
-            cls.build_model = _clear_build_errors(cls.__dict__["build_model"])
+        if "build_model" in cls.__dict__:   # model.backbone, and clear errors for bad options
+            cls.build_model = _model_builder(cls.__dict__["build_model"])
 
     def __init__(self, config=None, *, data_root=None, arrays=None, model=None):
         self.config = config or self.Config()
@@ -136,6 +138,24 @@ class Recipe:
         vocabulary larger than the model embeds), or None; checked on load."""
         return None
 
+    def transfer_features(self):
+        """The tensor of this run's model (B, F) that a new task head can be put on, when another
+        run starts from this one (`model.backbone = RUN`); None: this task's model cannot be a
+        backbone (kdl.recipes.transfer)."""
+        return None
+
+    def transfer_inputs(self):
+        """The input (or list of inputs) of this run's model that `transfer_features` depends on."""
+        inputs = self.model.inputs
+        return inputs if len(inputs) > 1 else inputs[0]
+
+    def build_from_preset(self, preset):
+        """A new model for `self.data` whose backbone is the keras-hub preset `preset` (a name or
+        a local preset folder), with the preset's own preprocessing inside (a task hook)."""
+        raise ConfigError(f"a {self.task} cannot start from a keras-hub preset (model.backbone = "
+                          f"{self.config.model.backbone!r}); use a kdl run of the same kind of data, "
+                          "or leave model.backbone empty")
+
     # -- shared behaviour --------------------------------------------------------------
     @functools.cached_property
     def data(self):
@@ -149,7 +169,7 @@ class Recipe:
         dataset = type(self).loader(source, data_root=root, seed=self.config.seed,
                                     **configs.loader_options(data))
         data.root = source_root(source, root)
-        if hasattr(data, "class_names"):
+        if hasattr(data, "class_names") and not data.classes:   # a subset keeps the names it chose from
             data.class_names = list(dataset.info.class_names)   # the resolved config names them
         return dataset
 
@@ -207,7 +227,8 @@ class Recipe:
             train_batches = self.batches("train", shuffle=True)
             if not getattr(self.model, "compiled", False):
                 steps = steps_per_epoch or len(train_batches)
-                self.compile_model(self.make_optimizer(epochs * steps))
+                optimizer = self.make_optimizer(epochs * steps)
+                self.compile_model(finetune.prepare(self.model, optimizer, train, steps))
             validation = self.batches("validation") if "validation" in self.data.splits else None
             validation = None if validation is None else plan.dataset(validation)
             run_dir = plan.run_dir(out)
@@ -303,8 +324,8 @@ class Recipe:
         arrays = None if isinstance(source, (str, os.PathLike)) else source
         fields = dict(source="arrays" if arrays is not None else os.fspath(source), root="", limit=None,
                       **self.evaluation_options())
-        if hasattr(data_config, "class_names"):
-            fields["class_names"] = None          # the source's own names, matched by name below
+        if hasattr(data_config, "class_names"):   # the source's own names, all of it (only the run's
+            fields.update(class_names=None, per_class=None)   # `classes` if it has them), matched by name
         config = dataclasses.replace(self.config, data=dataclasses.replace(data_config, **fields))
         for name, value in data_options.items():  # type-checked as keyword overrides are
             config = configs.replace(config, ["data", name], value, where="evaluate()")
@@ -409,7 +430,7 @@ class Recipe:
         """What signature.json says besides names, dtypes and shapes: the task, the class names,
         how to prepare inputs. Tasks extend it."""
         description = {"task": self.task}
-        names = getattr(self.config.data, "class_names", None)
+        names = getattr(self.config.data, "classes", None) or getattr(self.config.data, "class_names", None)
         if names:
             description["class_names"] = list(names)
             description["output_meaning"] = "class probabilities, one column per class_names entry"
@@ -549,14 +570,17 @@ def load(path, overrides=(), data_root=None, *, unsafe=False):
     return recipe
 
 
-def _clear_build_errors(build_model):
-    """Wrap a task's build_model: a TypeError/ValueError from Keras (a bad backbone option, such
+def _model_builder(build_model):
+    """Wrap a task's build_model: the backbone comes from where `model.backbone` says
+    (kdl.recipes.transfer), and a TypeError/ValueError from Keras (a bad backbone option, such
     as filters="abc" or dropout=2) becomes a ConfigError naming the model and its options."""
 
     @functools.wraps(build_model)
     def build(self):
+        from kdl.recipes import transfer
+
         try:
-            return build_model(self)
+            return transfer.build(self, lambda: build_model(self))
         except KdlError:
             raise
         except (TypeError, ValueError) as error:

@@ -13,11 +13,12 @@ input, the CLI's table) and `.to_json()`; `.outputs` holds the model's numbers b
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 
 from kdl import evaluation
-from kdl.errors import ConfigError
+from kdl.errors import ConfigError, DataError
 
 
 class Result:
@@ -160,3 +161,93 @@ class Transcription(Result):
         report = self.scorer(references, self.transcripts)
         report.meta.update(decoder=self.decoder, characters=self.characters)
         return report
+
+
+MASK = "[MASK]"      # marks a token to fill in, in the texts a language model's predict takes
+
+
+@dataclasses.dataclass
+class MaskFilling(Result):
+    """A masked language model's candidates for every "[MASK]" of each text: the model's
+    probabilities over the vocabulary at each masked position, masks in text order."""
+
+    texts: list                     # per input: the text, "[MASK]" at each token to fill in
+    mask_counts: np.ndarray         # (N,) masks per text
+    probabilities: np.ndarray       # (total masks, vocabulary): the masks of text 0, then of text 1, ...
+    tokens: list = dataclasses.field(default_factory=list)   # the vocabulary: token id -> string
+    skip: tuple = ()                # token ids never offered as candidates (padding, unknown, [MASK])
+    top_k: int = 5                  # candidates per mask that rows() and lines() list by default
+    examples: int = 5               # masked tokens shown in a report
+
+    scorer = staticmethod(evaluation.language_model)
+    per_input = ("texts", "mask_counts", "probabilities")
+
+    @property
+    def outputs(self):
+        return self.probabilities
+
+    def __len__(self):
+        return len(self.texts)
+
+    def top(self, k=None):
+        """Per input, per mask, the k most likely (token, probability) pairs (special tokens left out)."""
+        k = self.top_k if k is None else k
+        offered = len(self.tokens) - len(set(self.skip))
+        if not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= offered):
+            raise ConfigError(f"top k must be a whole number from 1 to {offered} (the vocabulary's tokens); "
+                              f"got {k!r}")
+        scores = np.array(self.probabilities, dtype=np.float64)          # (total masks, vocabulary)
+        scores[:, list(self.skip)] = -1.0
+        order = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+        masks = [[(self.tokens[i], float(row[i])) for i in best]
+                 for best, row in zip(order, self.probabilities)]
+        starts = np.concatenate([[0], np.cumsum(self.mask_counts)]).astype(int)
+        return [masks[starts[i]:starts[i + 1]] for i in range(len(self.texts))]
+
+    def filled(self, k=None):
+        """Each text with its masks replaced by the most likely token."""
+        return [_fill(text, [candidates[0][0] for candidates in masks])
+                for text, masks in zip(self.texts, self.top(k))]
+
+    def rows(self, top_k=None):
+        return [{"text": text, "filled": _fill(text, [candidates[0][0] for candidates in masks]),
+                 "masks": [[{"token": token, "probability": p} for token, p in candidates]
+                           for candidates in masks]}
+                for text, masks in zip(self.texts, self.top(top_k))]
+
+    def lines(self, top_k=None):
+        return [_fill(text, [candidates[0][0] for candidates in masks]) + "\t" +
+                " | ".join(", ".join(f"{token} ({p:.3f})" for token, p in candidates) for candidates in masks)
+                for text, masks in zip(self.texts, self.top(top_k))]
+
+    def to_json(self, top_k=None):
+        return json.dumps(self.rows(top_k), ensure_ascii=False, indent=2)
+
+    def score(self, references):
+        """Masked-token accuracy and perplexity against the true token of each mask, in order:
+        token ids, or token strings of the vocabulary."""
+        references = list(references.tolist() if hasattr(references, "tolist") else references)
+        if references and all(isinstance(item, str) for item in references):
+            index = {token: i for i, token in enumerate(self.tokens)}
+            unknown = [token for token in references if token not in index]
+            if unknown:
+                raise DataError(f"references {unknown[:5]} are not tokens of the vocabulary; each reference "
+                                "is the true token (or token id) of one mask")
+            references = [index[token] for token in references]
+        contexts = [text for text, count in zip(self.texts, self.mask_counts) for _ in range(int(count))]
+        if len(references) != len(self.probabilities):
+            raise DataError(f"got {len(references)} references for {len(self.probabilities)} masks; give the "
+                            "true token of every mask, in text order")
+        report = self.scorer(np.asarray(references, dtype=np.int64), self.probabilities, tokens=self.tokens,
+                             contexts=contexts, examples=self.examples)
+        report.meta["num_texts"] = len(self.texts)
+        return report
+
+
+def _fill(text, words):
+    """`text` with its "[MASK]"s replaced by `words`, in order."""
+    words = iter(words)
+    return MASK_PATTERN.sub(lambda match: next(words, match.group(0)), text)
+
+
+MASK_PATTERN = re.compile(re.escape(MASK), re.IGNORECASE)

@@ -80,6 +80,7 @@ class SpeechRecognizer(WaveformTask, Recipe):
     """Waveforms in, transcripts out. Build it with `kdl.recipes.speech_recognizer`."""
 
     Config = SpeechRecognizerConfig
+    modality = "audio"
     model_kind = "speech_encoder"
     loader = staticmethod(load_transcripts)
     Result = Transcription

@@ -57,28 +57,57 @@ class TextClassifier(Classifier):
     """
 
     Config = TextClassifierConfig
+    modality = "text"
     model_kind = "text_backbone"
     loader = staticmethod(load_texts)
     learned = ("tokenizer",)
+    backbone_fields = ("tokenizer", "vocabulary_size", "max_length", "ngrams")
 
     @functools.cached_property
     def tokenizer(self):
-        """The tokenizer: learned on the training split on first use, or loaded with the run."""
+        """The tokenizer: learned on the training split on first use, or loaded with the run; with
+        a keras-hub preset as model.backbone, the preset's own WordPiece vocabulary."""
         data = self.config.data
+        preset = self._preset()
+        if preset is not None:
+            return self._preset_tokenizer(preset)
         options = dict(kind=data.tokenizer, max_length=data.max_length, ngrams=data.ngrams)
-        preset = self.config.model.options.get("preset")
-        if preset:
-            if data.tokenizer != "wordpiece":
-                raise ConfigError(f"model.options.preset {preset!r} brings its own WordPiece vocabulary; "
-                                  f"set data.tokenizer = \"wordpiece\" (got {data.tokenizer!r})")
-            return Tokenizer.from_preset(preset, max_length=data.max_length)
         texts = self.data.splits["train"].map(lambda text, label: text)
         return Tokenizer.learn(texts, vocabulary_size=data.vocabulary_size, **options)
+
+    def _preset(self):
+        """The keras-hub preset (a name or a folder) model.backbone names, else None."""
+        from kdl.recipes import transfer
+
+        backbone = self.config.model.backbone
+        if not backbone:
+            return None
+        kind, where = transfer.locate(backbone, self.data_root)
+        return where if kind == "preset" else None
+
+    def _preset_tokenizer(self, preset):
+        """The preset's WordPiece tokenizer; data.tokenizer becomes "wordpiece" (vocabulary.txt
+        is then read back as one), data.vocabulary_size does not apply."""
+        from kdl.models import presets
+
+        tokenizer = presets.tokenizer(preset, max_length=self.config.data.max_length)
+        self.config.data.tokenizer = "wordpiece"
+        return tokenizer
 
     def build_model(self):
         model = self.config.model
         return models.text_classifier(self.config.data.max_length, self.tokenizer.vocabulary_size,
                                       len(self.class_names), backbone=model.name, **model.options)
+
+    def build_from_preset(self, preset):
+        """The keras-hub preset's text backbone with a new head for this data's classes
+        (kdl.models.presets.text_classifier); the tokenizer is the preset's too."""
+        from kdl.models import presets
+
+        if "tokenizer" not in self.__dict__:        # not yet made from model.backbone
+            self.tokenizer = self._preset_tokenizer(preset)
+        return presets.text_classifier(preset, self.config.data.max_length, len(self.class_names),
+                                       vocabulary_size=self.tokenizer.vocabulary_size)
 
     def batches(self, split, shuffle=False):
         """The batched pipeline of one split: (token ids (B, max_length) int32, labels (B,))."""
@@ -136,13 +165,13 @@ def text_classifier(dataset="sst2", model="transformer", *, data_root=None, **ov
         sub-folder of .txt files per class, "tfds:NAME", or `(texts, labels)` /
         `{"train": (texts, labels), "test": (texts, labels)}` (see kdl.data.load_texts).
     model: "transformer", "cnn", "fasttext" (word + word-pair tokens unless ngrams= says
-        otherwise) or "bert" (keras-hub; `preset="path/to/preset"` for transfer learning).
+        otherwise) or "bert" (a new keras-hub BertBackbone).
     overrides: any config field by name (epochs=3, batch_size=64, max_length=128,
         vocabulary_size=10000, tokenizer="wordpiece", text_column="review", seed=1, ...);
         other names are the backbone's options (e.g. embedding=32, blocks=1, dropout=0.2).
+        backbone="hub:bert_tiny_en_uncased" (or a local keras-hub preset folder) starts from
+        that preset's encoder and WordPiece vocabulary instead of a new `model`.
     """
     defaults = {"ngrams": 2 if model == "fasttext" else 1}
-    if model == "bert" and "preset" in overrides:
-        defaults["tokenizer"] = "wordpiece"
     return TextClassifier.new(dataset, model, data_root, overrides, **defaults)
 

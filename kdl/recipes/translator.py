@@ -83,6 +83,7 @@ class Translator(Recipe):
     """
 
     Config = TranslatorConfig
+    modality = "text"
     model_kind = "translation_backbone"
     loader = staticmethod(load_parallel)
     learned = ("tokenizers",)

@@ -82,16 +82,12 @@ def fasttext(token_ids, vocabulary_size, embedding=64, dropout=0.0):
 
 
 @register("text_backbone", "bert")
-def bert(token_ids, vocabulary_size, preset=None, blocks=2, heads=2, hidden=64, intermediate=128,
-         dropout=0.1):
-    """A keras-hub BertBackbone: from a `preset` (e.g. a downloaded BERT preset directory; the
-    tokenizer then uses its vocabulary), else new and random from the size options."""
-    if preset:
-        backbone = keras_hub.models.BertBackbone.from_preset(preset)
-    else:
-        backbone = keras_hub.models.BertBackbone(
-            vocabulary_size, num_layers=blocks, num_heads=heads, hidden_dim=hidden,
-            intermediate_dim=intermediate, dropout=dropout, max_sequence_length=token_ids.shape[1])
+def bert(token_ids, vocabulary_size, blocks=2, heads=2, hidden=64, intermediate=128, dropout=0.1):
+    """A new keras-hub BertBackbone, random, of the size the options give. A pretrained BERT
+    preset is `model.backbone = "hub:NAME"` or a preset folder (kdl.models.presets)."""
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size, num_layers=blocks, num_heads=heads, hidden_dim=hidden,
+        intermediate_dim=intermediate, dropout=dropout, max_sequence_length=token_ids.shape[1])
     outputs = backbone({"token_ids": token_ids,
                         "segment_ids": ops.zeros_like(token_ids),                # (B, L)
                         "padding_mask": ops.not_equal(token_ids, 0)})            # (B, L)
