@@ -24,7 +24,6 @@ validation and test splits get the same masks in every process, run and backend
 import dataclasses
 import functools
 import math
-import pathlib
 import random
 import threading
 
@@ -40,10 +39,10 @@ from kdl.data.tokenizers import WORDPIECE_RESERVED
 from kdl.errors import ConfigError, DataError
 from kdl.models.text.language_model import SEQUENCE_FEATURES
 from kdl.models.text.language_model import language_model as build_language_model
-from kdl.recipes.recipe import MODEL_FILE, Recipe, as_strings
+from kdl.recipes.recipe import Recipe, as_strings
 from kdl.recipes.results import MASK, MASK_PATTERN, MaskFilling
+from kdl.recipes.tokenized import TokenizedText
 
-VOCABULARY_FILE = "vocabulary.txt"
 EVALUATION_MASK_SEED = 0     # validation and test masks: the same for every run, seed and backend
 MASK_SEED_STRIDE = 1_000_003  # unshuffled batches: batch i of seed s is masked with seed s x this + i
 UNKNOWN = "[UNK]"            # the "words" tokenizer's id 1: never masked (its true word is unknown)
@@ -105,7 +104,7 @@ class MaskedTexts:
     counts: np.ndarray          # (N,) masks per text
 
 
-class LanguageModel(Recipe):
+class LanguageModel(TokenizedText, Recipe):
     """Raw text in, a pretrained text encoder out; `predict` fills in "[MASK]"s. Build it with
     `kdl.recipes.language_model`.
 
@@ -341,37 +340,13 @@ class LanguageModel(Recipe):
                 "output_meaning": ("logits over the vocabulary at each masked position "
                                    "(batch, masks, vocabulary)"),
                 "tokenizer": {"kind": data.tokenizer, "max_length": data.max_length,
-                              "ngrams": data.ngrams, "vocabulary": VOCABULARY_FILE,
+                              "ngrams": data.ngrams, "vocabulary": self.vocabulary_file,
                               "mask_token": MASK}}
 
     # -- run directory ------------------------------------------------------------------------------
-    def save_assets(self, path):
-        self.tokenizer.save(pathlib.Path(path) / VOCABULARY_FILE)
-
-    def load_assets(self, path):
-        vocabulary = pathlib.Path(path) / VOCABULARY_FILE
-        if not vocabulary.is_file():
-            raise ConfigError(f"run directory {str(path)!r} has no {VOCABULARY_FILE}; "
-                              "a language model run needs the vocabulary its tokenizer learned")
-        data = self.config.data
-        tokenizer = Tokenizer.load(vocabulary, kind=data.tokenizer, max_length=data.max_length,
-                                   ngrams=data.ngrams)
-        if MASK not in tokenizer.vocabulary:
-            raise ConfigError(f"{vocabulary} has no {MASK} token: it is not a language model's vocabulary")
-        self.tokenizer = tokenizer
-
-    def input_mismatch(self):
-        """A model.keras that takes other token ids than vocabulary.txt and recipe.toml make."""
-        length = self.model.get_layer("token_ids").output.shape[1]
-        embeddings = [layer.input_dim for layer in self.model._flatten_layers()
-                      if isinstance(layer, keras.layers.Embedding)]
-        width = max(embeddings, default=None)
-        expected = self.tokenizer.vocabulary_size, self.config.data.max_length
-        if (width is not None and width != expected[0]) or length != expected[1]:
-            return (f"its {VOCABULARY_FILE} and recipe.toml make {expected[1]} token ids from 0 to "
-                    f"{expected[0] - 1} per text, but {MODEL_FILE} takes {length} ids from 0 to "
-                    f"{width - 1 if width else '?'}")
-        return None
+    def check_vocabulary(self, path):
+        if MASK not in self.tokenizer.vocabulary:
+            raise ConfigError(f"{path} has no {MASK} token: it is not a language model's vocabulary")
 
 
 def _softmax(logits):

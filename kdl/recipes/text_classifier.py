@@ -9,18 +9,13 @@
 
 import dataclasses
 import functools
-import pathlib
-
-import keras
 
 from kdl import models
 from kdl.config import ClassificationDataConfig, ModelConfig, TrainConfig, setting
 from kdl.data import Tokenizer, batches, load_texts, tokenized
-from kdl.errors import ConfigError
 from kdl.recipes.classifier import Classifier
-from kdl.recipes.recipe import MODEL_FILE, as_strings
-
-VOCABULARY_FILE = "vocabulary.txt"
+from kdl.recipes.recipe import as_strings
+from kdl.recipes.tokenized import TokenizedText
 
 
 @dataclasses.dataclass
@@ -49,7 +44,7 @@ class TextClassifierConfig:
         epochs=5, learning_rate=1e-3, schedule="cosine", early_stopping=2))
 
 
-class TextClassifier(Classifier):
+class TextClassifier(TokenizedText, Classifier):
     """Strings in, class names and probabilities out. Build it with `kdl.recipes.text_classifier`.
 
     The tokenizer (`kdl.data.Tokenizer`) is learned on the training split on first use, runs in
@@ -130,33 +125,6 @@ class TextClassifier(Classifier):
             "vocabulary file (one token a line) the way kdl.data.Tokenizer does"),
             "tokenizer": {"kind": data.tokenizer, "max_length": data.max_length,
                           "ngrams": data.ngrams, "vocabulary": "vocabulary.txt"}}
-
-    def save_assets(self, path):
-        self.tokenizer.save(pathlib.Path(path) / VOCABULARY_FILE)
-
-    def load_assets(self, path):
-        vocabulary = pathlib.Path(path) / VOCABULARY_FILE
-        if not vocabulary.is_file():
-            raise ConfigError(f"run directory {str(path)!r} has no {VOCABULARY_FILE}; "
-                              "a text run needs the vocabulary its tokenizer learned")
-        data = self.config.data
-        self.tokenizer = Tokenizer.load(vocabulary, kind=data.tokenizer, max_length=data.max_length,
-                                         ngrams=data.ngrams)
-
-    def input_mismatch(self):
-        """A model.keras that takes other token ids than vocabulary.txt and recipe.toml make (files
-        of different runs) would give NaN or a backend error at predict: checked on load."""
-        length = self.model.input_shape[1]
-        embeddings = [layer.input_dim for layer in self.model._flatten_layers()
-                      if isinstance(layer, keras.layers.Embedding)]
-        width = max(embeddings, default=None)      # the token embedding (BERT's segments have 2)
-        expected = self.tokenizer.vocabulary_size, self.config.data.max_length
-        if (width is not None and width != expected[0]) or length != expected[1]:
-            return (f"its {VOCABULARY_FILE} and recipe.toml make {expected[1]} token ids from 0 to "
-                    f"{expected[0] - 1} per text, but {MODEL_FILE} takes {length} ids from 0 to "
-                    f"{width - 1 if width else '?'}")
-        return None
-
 
 def text_classifier(dataset="sst2", model="transformer", *, data_root=None, **overrides):
     """A new text classification recipe.
