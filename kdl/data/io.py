@@ -321,7 +321,7 @@ def resolve_path(source, data_root, accepted):
     `accepted` describes the sources the caller takes, for the error message.
     """
     path = pathlib.Path(source).expanduser()
-    candidates = [path] if path.is_absolute() else [root / path for root in _roots(data_root)]
+    candidates = [path] if path.is_absolute() else [root / path for root in search_roots(data_root)]
     found = next((candidate for candidate in candidates if candidate.exists()), None)
     if found is None:
         raise DataError(
@@ -341,11 +341,11 @@ def source_root(source, data_root):
     path = pathlib.Path(source).expanduser()
     if path.is_absolute():
         return ""
-    found = next((root for root in _roots(data_root) if (root / path).exists()), None)
+    found = next((root for root in search_roots(data_root) if (root / path).exists()), None)
     return str(found.resolve()) if found is not None else ""
 
 
-def _roots(data_root):
+def search_roots(data_root):
     """Where relative sources are looked up, in order: the cwd, data_root, $KDL_DATA."""
     roots = (pathlib.Path.cwd(), data_root, os.environ.get("KDL_DATA"))
     return [pathlib.Path(root).expanduser() for root in roots if root]

@@ -13,12 +13,12 @@ How the backbone then trains (frozen epochs, a lower learning rate) is `kdl.fine
 >>> tuned = kdl.recipes.image_classifier(x2, y2, backbone="runs/base", freeze_epochs=2)  # doctest: +SKIP
 """
 
-import os
 import pathlib
 
 import keras
 from keras import layers
 
+from kdl.data.io import search_roots
 from kdl.errors import ConfigError
 
 HUB_PREFIX = "hub:"
@@ -49,10 +49,8 @@ def locate(spec, data_root=None):
         if not name:
             raise ConfigError('model.backbone "hub:" names no preset; e.g. "hub:resnet_18_imagenet"')
         return "preset", name
-    for root in ("", data_root, os.environ.get("KDL_DATA")):
-        if root is None:
-            continue
-        folder = pathlib.Path(root, spec).expanduser()
+    for root in search_roots(data_root):      # the data layer's lookup order for relative paths
+        folder = root / pathlib.Path(spec).expanduser()
         if (folder / "recipe.toml").is_file():
             return "run", folder
         if all((folder / name).is_file() for name in PRESET_FILES):
