@@ -18,6 +18,8 @@ import os
 import platform
 import sys
 
+import numpy as np
+
 from kdl.errors import BackendError
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -134,6 +136,43 @@ def use_exact_float32():
 
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+
+
+def gradient(function, x):
+    """(values, gradients) as NumPy: `function` maps a batch `x` to one value per example (B,), and
+    gradients[i] = d values[i] / d x[i] (the gradient of their sum: examples do not interact in
+    inference mode). The one place kdl.explain differentiates a model.
+
+    >>> import keras, numpy as np
+    >>> values, grads = gradient(lambda x: keras.ops.sum(x ** 2, axis=1), np.array([[1.0, 2.0]], "float32"))
+    >>> values.tolist(), grads.tolist()
+    ([5.0], [[2.0, 4.0]])
+    """
+    backend = name()
+    x = np.asarray(x)
+    if backend == "jax":
+        import jax
+
+        def total(x):
+            values = function(x)
+            return jax.numpy.sum(values), values
+
+        (_, values), grads = jax.value_and_grad(total, has_aux=True)(jax.numpy.asarray(x))
+        return np.asarray(values), np.asarray(grads)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            values = function(x)
+        return values.numpy(), tape.gradient(values, x).numpy()
+    import keras
+
+    x = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)    # on the backend's device
+    values = function(x)
+    grads, = __import__("torch").autograd.grad(values.sum(), x)
+    return values.detach().cpu().numpy(), grads.detach().cpu().numpy()
 
 
 def peak_device_memory():

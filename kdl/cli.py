@@ -123,6 +123,10 @@ def _train(args):
 def _evaluate(args):
     from kdl import config, recipes
 
+    if args.interpretation_out is not None and args.top_losses is None:
+        raise KdlError("--interpretation-out DIR needs --top-losses N")
+    if args.top_losses is not None and args.top_losses < 1:
+        raise KdlError(f"--top-losses takes how many examples to list, at least 1; got {args.top_losses}")
     recipe = recipes.load(args.run, data_root=args.data_root, unsafe=args.unsafe)
     options = {name: value for name, value in (("text_column", args.text_column),
                                                ("label_column", args.label_column)) if value}
@@ -134,6 +138,19 @@ def _evaluate(args):
         options[name] = getattr(config.override(recipe.config, assignment).data, name)
     if options and args.data is None:
         raise KdlError("data settings (--set, --text-column, --label-column) need --data PATH")
+    if args.top_losses is not None:      # which examples it gets wrong (kdl.recipes.interpret)
+        from kdl.recipes.interpret import interpret
+
+        split = args.split or ("all" if args.data else "test")
+        out = pathlib.Path(args.interpretation_out or pathlib.Path(args.run) / f"interpretation-{split}")
+        found = interpret(recipe, args.split, data=args.data, n=args.top_losses, out=out, **options)
+        if args.json:
+            print(found.to_json())
+            return
+        print(f"kdl: {args.run} scored on {found.meta['source']} ({found.meta['split']}); wrote "
+              f"{', '.join(found.meta['files'])} to {out}")
+        print(found.summary())
+        return
     report = recipe.evaluate(args.split, data=args.data, **options)
     if args.json:
         print(report.to_json())
@@ -259,6 +276,46 @@ def _print_rows(rows, output):
             print(f"{row['input']}\t{line}")
 
 
+def _explain(args):
+    """`kdl explain RUN INPUT...`: one explanation of all the inputs (read as `kdl predict` reads
+    them), saved as pictures, .npy files and an index.html in --out."""
+    from kdl import explain, recipes
+
+    recipe = recipes.load(args.run, unsafe=args.unsafe)
+    settings = {name: getattr(args, name) for name in ("steps", "at", "layer", "window")
+                if getattr(args, name) is not None}
+    if args.baseline is not None:
+        settings["baseline"] = _number_or_word(args.baseline)
+    if args.method == "occlusion" and "baseline" in settings and isinstance(settings["baseline"], str):
+        raise KdlError(f"--baseline {args.baseline!r}: occlusion fills its window with a number")
+    target = None if args.target is None else _target(args.target, recipe)
+    parts = []
+    for names, inputs, _ in _prediction_units(args.inputs, recipe, args.text):
+        if isinstance(inputs, DataError):
+            raise inputs
+        parts.append(recipe.explain(inputs, method=args.method, target=target, names=names, **settings))
+        print(f"kdl: explained {sum(len(part) for part in parts)} inputs", file=sys.stderr)
+    explanation = explain.Explanation.concatenate(parts)
+    out = pathlib.Path(args.out or pathlib.Path(args.run) / f"explain-{args.method}")
+    explanation.save(out)
+    print(explanation.summary())
+    print(f"kdl: {args.method} of {len(explanation)} inputs on {backend.name()} written to {out} "
+          "(index.html, attributions.npy)")
+
+
+def _number_or_word(text):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _target(text, recipe):
+    """--target: a class name, else a class index."""
+    names = list(getattr(recipe, "class_names", []) or [])
+    return text if text in names or not text.isdigit() else int(text)
+
+
 def _compare(args):
     from kdl.compare import compare
 
@@ -349,7 +406,15 @@ def _parser():
                           help="how to read --data (repeatable), e.g. data.text_column=review")
     evaluate.add_argument("--text-column", help="text runs: --data's text column (default: the run's)")
     evaluate.add_argument("--label-column", help="text runs: --data's label column (default: the run's)")
-    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate.add_argument("--json", action="store_true",
+                          help="print the report as JSON (with --top-losses: interpretation.json)")
+    evaluate.add_argument("--top-losses", type=int, metavar="N",
+                          help="classifiers: find the N examples with the highest loss, the most-confused "
+                               "classes and each class's errors; writes them (with the images or texts) to "
+                               "--interpretation-out")
+    evaluate.add_argument("--interpretation-out", metavar="DIR",
+                          help="with --top-losses: folder to write into (default: RUN/interpretation-SPLIT, "
+                               "SPLIT 'all' with --data)")
     _data_root_option(evaluate)
     _unsafe_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
@@ -400,6 +465,26 @@ def _parser():
     _lexicon_options(transcribe, "--decoder lexicon: ")
     transcribe.set_defaults(handler=lambda args: _predict(args, "speech_recognizer"), top_k=1)
 
+    explain = commands.add_parser(
+        "explain", parents=[common], help="why a saved run decided: attributions as pictures, .npy files "
+        "and an index.html (docs/explain.md)")
+    _input_options(explain, "inputs to explain: image or WAV files, .npy arrays, .txt files (one text "
+                     "a line), or strings with --text")
+    explain.add_argument("--method", default="integrated_gradients",
+                         help="integrated_gradients (default), grad_cam, occlusion or attention")
+    explain.add_argument("--target", help="the class to explain, by name or index (default: the "
+                         "predicted one)")
+    explain.add_argument("--steps", type=int, help="integrated_gradients: first number of path steps "
+                         "(doubled until complete; default 32)")
+    explain.add_argument("--baseline", help="integrated_gradients: zeros, blur or a number; occlusion: the "
+                         "number that fills the window (default: a black image, all padding, silence)")
+    explain.add_argument("--at", choices=["input"], help="integrated_gradients on image or audio models: "
+                         "attribute to the raw input (pixels, waveform samples) instead of the default")
+    explain.add_argument("--layer", help="grad_cam: the convolution to use (default: the last one)")
+    explain.add_argument("--window", type=int, help="occlusion: window size in pixels or samples")
+    explain.add_argument("--out", help="output folder (default: RUN/explain-METHOD)")
+    explain.set_defaults(handler=_explain)
+
     compare = commands.add_parser(
         "compare", help="train one recipe on several backends side by side",
         description="Train the same recipe, data order and initial weights on each backend, each in "
@@ -428,16 +513,21 @@ def _parser():
 
 
 def _predict_options(command, inputs_help):
-    command.add_argument("run", help="a run directory written by `kdl train`")
-    command.add_argument("inputs", nargs="+", help=inputs_help + "; a folder: its files of the task's "
-                                                                  "types, recursively; -: standard input")
-    command.add_argument("--text", action="store_true",
-                         help="the inputs are literal strings (even one ending in .txt or .npy)")
+    _input_options(command, inputs_help)
     formats = command.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_const", dest="output", const="json",
                          help="print a JSON list, one object per input")
     formats.add_argument("--csv", action="store_const", dest="output", const="csv",
                          help="print CSV, a header then one row per input")
+
+
+def _input_options(command, inputs_help):
+    """A run and the inputs to use it on, read as `kdl predict` reads them."""
+    command.add_argument("run", help="a run directory written by `kdl train`")
+    command.add_argument("inputs", nargs="+", help=inputs_help + "; a folder: its files of the task's "
+                                                                  "types, recursively; -: standard input")
+    command.add_argument("--text", action="store_true",
+                         help="the inputs are literal strings (even one ending in .txt or .npy)")
     _unsafe_option(command)
 
 

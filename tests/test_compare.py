@@ -23,7 +23,7 @@ from kdl.compare.timing import StepTimer
 TINY = ["model.options.filters=[8]", "model.options.dense=16"]
 FIELDS = {"first_step_seconds", "step_seconds_median", "samples_per_second", "epoch_seconds",
           "fit_seconds", "peak_host_memory_mb", "peak_device_memory_mb", "metrics", "loss_curve",
-          "agreement_losses", "output_max_abs_diff", "loss_max_abs_diff", "devices"}
+          "agreement_losses", "output_max_abs_diff", "loss_max_abs_diff", "explain_max_abs_diff", "devices"}
 SUBJECTS = {"a cat": "eine Katze", "a dog": "ein Hund", "the man": "der Mann", "a woman": "eine Frau"}
 VERBS = {"runs": "läuft", "sleeps": "schläft", "eats": "isst", "sings": "singt"}
 TINY_TRANSLATOR = ["model.options.encoder_layers=1", "model.options.decoder_layers=1",
@@ -80,6 +80,7 @@ def test_outputs_under_the_shared_initial_weights_agree(comparison):
         assert np.max(np.abs(values - outputs["jax"])) <= 1e-4, name
     rows = json.loads((comparison / "comparison.json").read_text())["rows"]
     assert all(row["loss_max_abs_diff"] <= 1e-4 for row in rows), [r["loss_max_abs_diff"] for r in rows]
+    assert all(row["explain_max_abs_diff"] <= 1e-4 for row in rows), [r["explain_max_abs_diff"] for r in rows]
 
 
 @once

@@ -59,13 +59,17 @@ class Comparison:
         weights, and the loss after identical deterministic steps."""
         reference = next((r for r in self.rows if "error" not in r), None)
         if reference is None:
-            return {"output_max_abs_diff": 0.0, "loss_max_abs_diff": 0.0, "agreement_reference": row["label"]}
+            found = (self.out / row["label"] / "initial_attributions.npy").is_file()
+            return {"output_max_abs_diff": 0.0, "loss_max_abs_diff": 0.0,
+                    "explain_max_abs_diff": 0.0 if found else None, "agreement_reference": row["label"]}
         outputs = {r["label"]: np.load(self.out / r["label"] / "initial_outputs.npy")
                    for r in (reference, row)}
         return {
             "output_max_abs_diff": float(np.max(np.abs(outputs[row["label"]] - outputs[reference["label"]]))),
             "loss_max_abs_diff": float(np.max(np.abs(np.subtract(row["agreement_losses"],
                                                                   reference["agreement_losses"])))),
+            "explain_max_abs_diff": _max_difference(*(self.out / r["label"] / "initial_attributions.npy"
+                                                      for r in (row, reference))),
             "agreement_reference": reference["label"],
         }
 
@@ -116,7 +120,7 @@ class Comparison:
     def to_markdown(self):
         metric = self._headline_metric()
         header = ["backend", *(title for _, title, _, _ in MEASURES)]
-        header += [metric or "metric", "Δ outputs", "Δ loss"]
+        header += [metric or "metric", "Δ outputs", "Δ loss", "Δ explain"]
         lines = [f"# Backend comparison: {self.recipe}", "",
                  "Settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items()
                                           if v not in (None, [])),
@@ -128,11 +132,14 @@ class Comparison:
             cells = [row["label"]] + [fmt.format(row[key] * scale) if row.get(key) is not None else "-"
                                       for key, _, scale, fmt in MEASURES]
             cells += [f"{row['metrics'].get(metric, float('nan')):.4f}",
-                      f"{row['output_max_abs_diff']:.1e}", f"{row['loss_max_abs_diff']:.1e}"]
+                      f"{row['output_max_abs_diff']:.1e}", f"{row['loss_max_abs_diff']:.1e}",
+                      _cell(row.get("explain_max_abs_diff"))]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Δ outputs: max abs difference of the model's outputs on a fixed batch under the "
                   "shared initial weights; Δ loss: of the loss after identical deterministic steps; "
-                  "both against the first backend that ran.", ""]
+                  "Δ explain: of the integrated-gradients attributions on that batch under the shared "
+                  "initial weights (kdl.explain; - where the model has none); all against the first "
+                  "backend that ran.", ""]
         lines += [f"- {line}" for line in self.winners()]
         return "\n".join(lines + self._overhead_markdown()) + "\n"
 
@@ -211,3 +218,14 @@ class Comparison:
         axes.legend()
         figure.tight_layout()
         return figure
+
+
+def _cell(value):
+    return "-" if value is None else f"{value:.1e}"
+
+
+def _max_difference(path, reference):
+    """Max abs difference of two saved arrays, None unless both exist."""
+    if not (path.is_file() and reference.is_file()):
+        return None
+    return float(np.max(np.abs(np.load(path) - np.load(reference))))

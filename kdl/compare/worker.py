@@ -27,7 +27,7 @@ import time
 import keras
 import numpy as np
 
-from kdl import backend, recipes, runs
+from kdl import backend, explain, recipes, runs
 from kdl.compare import baselines
 from kdl.compare.timing import StepTimer
 
@@ -152,6 +152,9 @@ def run(spec, out, progress):
     load_seconds = time.perf_counter() - start
     outputs = recipe.model.predict(load_arrays(spec["fixed_inputs"]), verbose=0)
     np.save(out / "initial_outputs.npy", flat_outputs(outputs))
+    attributions = explain.agreement_attributions(recipe, load_arrays(spec["fixed_inputs"]))
+    if attributions is not None:      # integrated gradients under the same weights (kdl.explain)
+        np.save(out / "initial_attributions.npy", attributions)
     progress("initial outputs saved; identical-steps check")
     agreement_losses = losses_after_identical_steps(recipe, spec["agreement_steps"])
     epochs, steps = spec["epochs"], spec["steps"]

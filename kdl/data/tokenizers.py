@@ -138,6 +138,16 @@ class Tokenizer:
         except ValueError:
             raise ConfigError(f"token {token!r} is not in the vocabulary") from None
 
+    def tokens(self, ids):
+        """Rows of token ids -> rows of token strings, one per position ("" for padding, id 0).
+
+        >>> Tokenizer(["film", "good"], max_length=4).tokens([[3, 1, 2, 0]])
+        [['good', '[UNK]', 'film', '']]
+        """
+        names = ["", "[UNK]", *self.vocabulary] if self.kind == "words" else ["", *self.vocabulary[1:]]
+        return [[names[i] if 0 <= i < len(names) else "[UNK]" for i in np.asarray(row).tolist()]
+                for row in ids]
+
     def detokenize(self, ids):
         """Rows of token ids -> readable strings ("wordpiece" only): reserved tokens dropped,
         "##" pieces glued to the previous piece, no space before closing punctuation or around

@@ -50,6 +50,11 @@ class WaveformTask:
                     f"takes {width}")
         return None
 
+    def explain_point(self):
+        """The log-mel features (B, T, mel) the model computes (its layer "features")."""
+        names = [layer.name for layer in self.model.layers]
+        return (self.model.get_layer("features").output, "log-mel features") if "features" in names else None
+
     def augmenter(self, split, shuffle):
         """The Augmenter of `data.augment` for the batches fit trains on (the shuffled train split);
         None for every other split, and when no augmentation is on."""

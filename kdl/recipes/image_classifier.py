@@ -69,6 +69,9 @@ class ImageClassifier(Classifier):
         return presets.image_classifier(preset, self.data.info.image_shape, len(self.class_names),
                                         augment=model.augment, seed=self.config.seed)
 
+    def explain_point(self):
+        return self.model.inputs[0], "pixels"
+
     def input_mismatch(self):
         size, shape = self.config.data.image_size, list(self.model.input_shape[1:3])
         if size and list(size) != shape:

@@ -156,6 +156,12 @@ class Recipe:
                           f"{self.config.model.backbone!r}); use a kdl run of the same kind of data, "
                           "or leave model.backbone empty")
 
+    def explain_point(self):
+        """(tensor, what) of this run's model to which integrated gradients attributes its output:
+        the input pixels, the token embeddings, the log-mel features; None when there is none
+        (a task hook; kdl.explain)."""
+        return None
+
     # -- shared behaviour --------------------------------------------------------------
     @functools.cached_property
     def data(self):
@@ -367,6 +373,18 @@ class Recipe:
                 warn(f"predict() got values from {x.min():.6g} to {x.max():.6g}; this {self.task} takes "
                      f"{low}..{high}, so its outputs for them may mean little")
         return self.predict_inputs(x, **options)
+
+    def explain(self, inputs, method="integrated_gradients", target=None, **settings):
+        """Why the model decided on `inputs` (what `predict` takes): a kdl.explain.Explanation of
+        `method` ("integrated_gradients", "grad_cam", "occlusion", "attention"; `kdl.explain.methods`
+        lists those that apply), for the class `target` (default: the predicted one). `settings`
+        are the method's own (kdl.explain.SETTINGS). See docs/explain.md.
+
+        >>> recipe.explain(images, method="grad_cam").save("explained/")      # doctest: +SKIP
+        """
+        from kdl import explain
+
+        return explain.explain(self, inputs, method, target, **settings)
 
     def batches(self, split, shuffle=False):
         """The batched pipeline of one split (tasks that encode their examples extend it)."""

@@ -104,6 +104,10 @@ class TextClassifier(TokenizedText, Classifier):
         return presets.text_classifier(preset, self.config.data.max_length, len(self.class_names),
                                        vocabulary_size=self.tokenizer.vocabulary_size)
 
+    def explain_point(self):
+        """The token embeddings (B, L, D), when the model embeds its token ids at its top level."""
+        return token_embeddings(self.model)
+
     def batches(self, split, shuffle=False):
         """The batched pipeline of one split: (token ids (B, max_length) int32, labels (B,))."""
         return batches(tokenized(self.data.splits[split], self.tokenizer), self.config.data.batch_size,
@@ -125,6 +129,17 @@ class TextClassifier(TokenizedText, Classifier):
             "vocabulary file (one token a line) the way kdl.data.Tokenizer does"),
             "tokenizer": {"kind": data.tokenizer, "max_length": data.max_length,
                           "ngrams": data.ngrams, "vocabulary": "vocabulary.txt"}}
+
+def token_embeddings(model):
+    """(the output of the model's top-level layer that embeds its token ids, "token embeddings"),
+    or None (the embedding is inside a nested model, as in a keras-hub BERT backbone)."""
+    import keras
+    import keras_hub
+
+    kinds = (keras.layers.Embedding, keras_hub.layers.TokenAndPositionEmbedding)
+    layer = next((layer for layer in model.layers if isinstance(layer, kinds)), None)
+    return None if layer is None else (layer.output, "token embeddings")
+
 
 def text_classifier(dataset="sst2", model="transformer", *, data_root=None, **overrides):
     """A new text classification recipe.

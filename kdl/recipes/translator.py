@@ -192,6 +192,11 @@ class Translator(Recipe):
         """Accepts one string or a list/array of strings."""
         return as_strings(texts)
 
+    def source_ids(self, texts):
+        """Strings -> source token ids (N, max_length) int32 as predict reads them (0 is padding;
+        longer sentences are cut, with a warning); `decode` takes them."""
+        return self._source_ids(as_strings(texts), "input")
+
     def predict_inputs(self, x, beam_size=None, length_penalty=None):
         """Translations of the strings `x`; beam_size 1 is greedy search (default: decode.beam_size)."""
         return self._translation(x, self._source_ids(x, "predict()"), beam_size, length_penalty)
