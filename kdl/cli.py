@@ -316,6 +316,39 @@ def _target(text, recipe):
     return text if text in names or not text.isdigit() else int(text)
 
 
+def _tune(args):
+    """`kdl tune RECIPE --out DIR`: run or resume a search (kdl.tune), write its results."""
+    from kdl import tune
+
+    overrides = args.set + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
+    recipe, search = tune.read(args.recipe, overrides, data_root=args.data_root, space=args.space)
+    if args.trials is not None:
+        search.trials = args.trials
+    out = pathlib.Path(args.out or pathlib.Path("runs") / f"tune-{pathlib.Path(args.recipe).stem}")
+    if args.workers < 1:
+        raise KdlError(f"--workers takes how many processes to run, at least 1; got {args.workers}")
+    passed = [f"--set={item}" for item in args.set] + [     # what each --workers process must see too
+        f"--{name.replace('_', '-')}={getattr(args, name)}"
+        for name in ("epochs", "trials", "space", "data_root") if getattr(args, name) is not None]
+    if args.worker is None:
+        where = args.storage or out / tune.DATABASE
+        print(f"kdl: tuning {args.recipe} ({search.trials} trials, {args.workers} worker"
+              f"{'s' * (args.workers > 1)}) on {backend.name()}; study in {where}",
+              file=sys.stderr, flush=True)
+    helper = args.worker is not None
+    study = tune.tune(recipe, search, out, workers=1 if helper else args.workers, storage=args.storage,
+                      recipe_path=args.recipe, worker_args=passed, quiet=helper, worker=args.worker or 0)
+    if helper:
+        return 0
+    print(tune.summary(study, search, out))
+    if args.retrain_best:
+        report = tune.retrain_best(out, data_root=args.data_root)
+        print(f"kdl tune: the best recipe retrained on train + validation, scored once on test "
+              f"({out}/retrained):")
+        print(report)
+    return 0
+
+
 def _compare(args):
     from kdl.compare import compare
 
@@ -484,6 +517,25 @@ def _parser():
     explain.add_argument("--window", type=int, help="occlusion: window size in pixels or samples")
     explain.add_argument("--out", help="output folder (default: RUN/explain-METHOD)")
     explain.set_defaults(handler=_explain)
+
+    tune = commands.add_parser(
+        "tune", parents=[common], help="search a recipe's settings with Optuna: trials, best.toml, plots "
+        "(docs/tune.md)")
+    tune.add_argument("recipe", help="a recipe .toml file (its [tune] section: metric, trials, space)")
+    tune.add_argument("--out", help="study folder (default: runs/tune-<recipe name>)")
+    tune.add_argument("--trials", type=int, help="finished trials to run to (default: the [tune] section's)")
+    tune.add_argument("--space", help="default: the task's default search space instead of the file's")
+    tune.add_argument("--workers", type=int, default=1, help="processes searching together on this machine")
+    tune.add_argument("--storage", help="an Optuna storage URL shared by workers on several machines, e.g. "
+                      "postgresql://user:password@host/db (default: sqlite in OUT/study.db)")
+    tune.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                      help="override a recipe field for every trial (repeatable)")
+    tune.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
+    tune.add_argument("--retrain-best", action="store_true",
+                      help="then train best.toml on train + validation and score the test split once")
+    tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)   # K: a process --workers started
+    _data_root_option(tune)
+    tune.set_defaults(handler=_tune)
 
     compare = commands.add_parser(
         "compare", help="train one recipe on several backends side by side",

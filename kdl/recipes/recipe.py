@@ -386,6 +386,21 @@ class Recipe:
 
         return explain.explain(self, inputs, method, target, **settings)
 
+    def tune(self, out, trials=None, space="default", **settings):
+        """Search this recipe's fields with Optuna (kdl.tune); returns the Optuna study, results in
+        the folder `out` (trials/, trials.csv, best.toml, plots; docs/tune.md). `space`: {dotted
+        field: {low, high[, log]} or {choices: [...]}[, when]} or "default" (the task's);
+        `trials`: finished trials to run to; `settings`: metric, direction, sampler, pruner, seed.
+
+        >>> study = recipe.tune("runs/tuned", trials=16)                      # doctest: +SKIP
+        """
+        from kdl import tune
+
+        search = tune.TuneConfig(**settings)
+        search.trials = trials or search.trials
+        search.space = tune.DEFAULT_SPACES[self.task] if space == "default" else space
+        return tune.tune(self, search, out, quiet=True)
+
     def batches(self, split, shuffle=False):
         """The batched pipeline of one split (tasks that encode their examples extend it)."""
         from kdl.data import batches
@@ -564,6 +579,7 @@ def load(path, overrides=(), data_root=None, *, unsafe=False):
         raise ConfigError(f"cannot load {str(path)!r}: {what}; expected a recipe .toml file "
                           "or a run directory written by recipe.save()")
     values = _read_toml(toml_path)
+    values.pop("tune", None)       # a search's settings (kdl.tune reads them); training ignores them
     cls = recipe_class(values.get("task"), where=str(toml_path))
     config = _apply(configs.from_dict(cls.Config, values, where=str(toml_path)), overrides)
     model = None
