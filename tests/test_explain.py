@@ -175,13 +175,20 @@ def test_methods_that_do_not_apply_are_named(image_run, text_recipe):
         recipe.explain(images[:1], baseline="sky")
 
 
-def test_split_model_heads_reproduce_the_model(text_recipe):
+def test_split_model_heads_reproduce_the_model_and_leave_it_whole(text_recipe, image_run, tmp_path):
     recipe, (texts, _) = text_recipe
     ids = recipe.prepare_inputs(texts[:3])
-    tensor, _ = recipe.explain_point()
-    front, head, extra = gradients.split(recipe.model, tensor)
+    point, _ = recipe.explain_point()
+    front, head, extra = gradients.split(recipe.model, point)
     rebuilt = gradients._numpy(gradients._call(head, front(ids), [ids] if extra else []))
     assert np.allclose(rebuilt, recipe.model.predict(ids, verbose=0), atol=1e-6)
+    # explaining cuts a working copy: the run's own model still saves and loads afterwards
+    images = image_run[2][0][:2]
+    image_run[0].explain(images, method="grad_cam")
+    for explained in (recipe, image_run[0]):
+        explained.save(tmp_path / explained.task)
+        again = kdl.recipes.load(tmp_path / explained.task)
+        assert again.model.count_params() == explained.model.count_params()
 
 
 def test_the_speech_recognizer_explains_its_own_transcript():

@@ -167,11 +167,12 @@ def _targets(target, predicted, classes):
 
 
 def _point(recipe, at):
-    """(tensor, what) where integrated gradients attributes: the task's point, or the model's input."""
+    """(layer name, what) where integrated gradients attributes: the task's point, or (None) the
+    model's input."""
     if at in (None, "features", "embeddings", "pixels"):
         return recipe.explain_point()
     if at in ("input", "waveform") and recipe.modality in ("image", "audio"):
-        return recipe.model.inputs[0], "input"
+        return None, "input"
     raise ConfigError(f"integrated_gradients at={at!r}: choose the default (None) or, for image and "
                       "audio models, 'input' (pixels or waveform samples)")
 
@@ -199,10 +200,10 @@ def _baseline(recipe, x, baseline):
 
 
 def _integrated_gradients(recipe, inputs, x, scored, settings):
-    tensor, _ = _point(recipe, settings["at"])
+    point, _ = _point(recipe, settings["at"])
     start, at_point = _baseline(recipe, x, settings["baseline"])
     found = gradients.integrated_gradients(
-        recipe.model, x, tensor, scored.selection, baseline=start, baseline_point=at_point,
+        recipe.model, x, point, scored.selection, baseline=start, baseline_point=at_point,
         steps=int(settings["steps"]), tolerance=float(settings["tolerance"]))
     converged = gradients.within(found.gaps, found.differences, settings["tolerance"])
     if not converged:
@@ -219,14 +220,14 @@ def _integrated_gradients(recipe, inputs, x, scored, settings):
         attributions = attributions.sum(axis=-1)                      # (N, L): over the embedding
         explained["tokens"] = recipe.tokenizer.tokens(x)
     elif recipe.modality == "audio":
-        explained["features"] = found.values if tensor is not recipe.model.inputs[0] else _features(recipe, x)
+        explained["features"] = found.values if point is not None else _features(recipe, x)
     return {**explained, "attributions": attributions.astype("float32")}
 
 
 def _features(recipe, x):
     """The log-mel features the audio model computes from waveforms x."""
-    tensor, _ = recipe.explain_point()
-    front, _, _ = gradients.split(recipe.model, tensor)
+    point, _ = recipe.explain_point()
+    front, _, _ = gradients.split(recipe.model, point)
     return gradients._numpy(front(x, training=False))
 
 
@@ -249,7 +250,7 @@ def _grad_cam(recipe, inputs, x, scored, settings):
     if settings["variant"] not in ("hires", "mean"):
         raise ConfigError(f"grad_cam variant must be 'hires' (HiResCAM, the default) or 'mean' (the "
                           f"original Grad-CAM); got {settings['variant']!r}")
-    cams = gradients.grad_cam(recipe.model, x, layer, scored.selection, shape, settings["variant"])
+    cams = gradients.grad_cam(recipe.model, x, layer.name, scored.selection, shape, settings["variant"])
     settings["layer"] = layer.name
     return {**explained, "attributions": cams.astype("float32")}
 

@@ -1,25 +1,27 @@
 """Gradient explanations of a Keras model: integrated gradients and Grad-CAM.
 
-Both cut the model at a tensor inside it (`split`): a front part (inputs -> that tensor) and a
-head (that tensor -> the model's output). What is explained is a score per input: the sum of the
-output times a `selection` of the output's shape (a one-hot row picks a class's probability; a
-one-hot best path over CTC frames picks that path's log-probability). Integrated gradients
-attributes the score to
-the tensor's values (pixels, token embeddings, log-mel features); Grad-CAM weighs a convolution's
-channels by the gradient of the output. The gradient itself is kdl.backend.gradient, the one
+Both cut the model at a layer's output inside it (`split`): a front part (inputs -> that output)
+and a head (that output -> the model's output), made from a working copy of the model (building
+a model from another's inner tensors adds to that model's graph, which then cannot be saved).
+What is explained is a score per input: the sum of the output times a `selection` of the
+output's shape (a one-hot row picks a class's probability; a one-hot best path over CTC frames
+picks that path's log-probability). Integrated gradients attributes the score to the cut's
+values (pixels, token embeddings, log-mel features); Grad-CAM weighs a convolution's channels by
+the gradient of the score. The gradient itself is kdl.backend.gradient, the one
 backend-specific call; everything else is Keras and NumPy, so the three backends agree.
 
 >>> import keras, numpy as np
 >>> inputs = keras.Input((3,))
 >>> model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
 >>> x = np.array([[1.0, 2.0, 3.0]], "float32")
->>> found = integrated_gradients(model, x, inputs, selection=np.array([[0.0, 1.0]]))   # class 1
+>>> found = integrated_gradients(model, x, None, selection=np.array([[0.0, 1.0]]))   # class 1
 >>> bool(abs(found.attributions.sum() - found.differences[0]) < 1e-3)       # completeness
 True
 """
 
 import dataclasses
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -33,12 +35,27 @@ TOLERANCE = 0.01           # completeness: |sum(attributions) - (f(x) - f(baseli
 MAX_STEPS = 512
 
 
-def split(model, tensor):
-    """(front, head, extra): front maps the model's inputs to `tensor`; head maps [tensor, *extra]
-    to the model's output, where `extra` are the model inputs the head still reads besides
-    `tensor` (a text model's token ids, for its padding mask)."""
-    if any(tensor is given for given in model.inputs):
+_COPIES = weakref.WeakKeyDictionary()      # model -> its working copy (the architecture, rebuilt once)
+
+
+def working_copy(model):
+    """A model of the same architecture with `model`'s current weights, to cut into parts."""
+    copy = _COPIES.get(model)
+    if copy is None:
+        copy = _COPIES[model] = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def split(model, name):
+    """(front, head, extra) of a working copy of `model`: front maps the model's inputs to the
+    output of its layer `name`; head maps [that output, *extra] to the model's output, where
+    `extra` are the model inputs the head still reads (a text model's token ids, for its padding
+    mask). name None: the model's own input (front None, head the model itself)."""
+    if name is None:
         return None, model, []
+    model = working_copy(model)
+    tensor = model.get_layer(name).output
     front = keras.Model(model.inputs, tensor)
     try:
         head = keras.Model(tensor, model.output)
@@ -83,7 +100,8 @@ class Attribution:
 def integrated_gradients(model, x, point, selection, baseline=None, baseline_point=None, steps=32,
                          tolerance=TOLERANCE, max_steps=MAX_STEPS):
     """Integrated gradients (Sundararajan et al., 2017) of each input's score (`selection`, see
-    above) at the tensor `point` of `model`, along the straight path from the baseline to the input.
+    above) at the output of the layer `point` of `model` (None: its input), along the straight path
+    from the baseline to the input.
 
     x: the input batch (an array, or a list for a model of several inputs); baseline: an input
     batch of the same kind whose values at `point` are the path's start (default: zeros), or
@@ -144,9 +162,9 @@ def conv_layers(model):
 
 
 def grad_cam(model, x, layer, selection, shape, variant="hires"):
-    """A class-activation map of each input's score (`selection`, see above) from the `layer`
-    feature maps A and the gradient G of the score with respect to them, resized (bilinear) to `shape`
-    (H, W); (N, H, W), >= 0.
+    """A class-activation map of each input's score (`selection`, see above) from the feature maps
+    A of the convolution named `layer` and the gradient G of the score with respect to them,
+    resized (bilinear) to `shape` (H, W); (N, H, W), >= 0.
 
     variant "hires" (HiResCAM, Draelos and Carin, 2020): ReLU(sum over channels of G * A), each
     position weighed by its own gradient; "mean" (Grad-CAM, Selvaraju et al., 2017): ReLU(sum over
@@ -154,7 +172,7 @@ def grad_cam(model, x, layer, selection, shape, variant="hires"):
     (its gradient is the same at every position); on a flatten + dense head (the cnn backbone)
     Grad-CAM's averaged weights can cancel where the class depends on position, HiResCAM's do not."""
     inputs = x if isinstance(x, list) else [x]
-    front, head, extra_index = split(model, layer.output)
+    front, head, extra_index = split(model, layer)
     maps = _numpy(front(_single(inputs), training=False))                                  # (N, h, w, C)
     extra = [inputs[i] for i in extra_index]
     one_hot = np.asarray(selection, "float32")

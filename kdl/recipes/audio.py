@@ -53,7 +53,7 @@ class WaveformTask:
     def explain_point(self):
         """The log-mel features (B, T, mel) the model computes (its layer "features")."""
         names = [layer.name for layer in self.model.layers]
-        return (self.model.get_layer("features").output, "log-mel features") if "features" in names else None
+        return ("features", "log-mel features") if "features" in names else None
 
     def augmenter(self, split, shuffle):
         """The Augmenter of `data.augment` for the batches fit trains on (the shuffled train split);

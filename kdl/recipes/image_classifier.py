@@ -70,7 +70,7 @@ class ImageClassifier(Classifier):
                                         augment=model.augment, seed=self.config.seed)
 
     def explain_point(self):
-        return self.model.inputs[0], "pixels"
+        return None, "pixels"             # the model's input
 
     def input_mismatch(self):
         size, shape = self.config.data.image_size, list(self.model.input_shape[1:3])

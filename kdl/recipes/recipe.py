@@ -157,9 +157,9 @@ class Recipe:
                           "or leave model.backbone empty")
 
     def explain_point(self):
-        """(tensor, what) of this run's model to which integrated gradients attributes its output:
-        the input pixels, the token embeddings, the log-mel features; None when there is none
-        (a task hook; kdl.explain)."""
+        """(layer name, what): the layer of this run's model to whose output integrated gradients
+        attributes the model's output (None: the model's input), e.g. (None, "pixels"), the token
+        embeddings, the log-mel features; None when there is none (a task hook; kdl.explain)."""
         return None
 
     # -- shared behaviour --------------------------------------------------------------

@@ -131,14 +131,14 @@ class TextClassifier(TokenizedText, Classifier):
                           "ngrams": data.ngrams, "vocabulary": "vocabulary.txt"}}
 
 def token_embeddings(model):
-    """(the output of the model's top-level layer that embeds its token ids, "token embeddings"),
-    or None (the embedding is inside a nested model, as in a keras-hub BERT backbone)."""
+    """(the name of the model's top-level layer that embeds its token ids, "token embeddings"), or
+    None (the embedding is inside a nested model, as in a keras-hub BERT backbone)."""
     import keras
     import keras_hub
 
     kinds = (keras.layers.Embedding, keras_hub.layers.TokenAndPositionEmbedding)
     layer = next((layer for layer in model.layers if isinstance(layer, kinds)), None)
-    return None if layer is None else (layer.output, "token embeddings")
+    return None if layer is None else (layer.name, "token embeddings")
 
 
 def text_classifier(dataset="sst2", model="transformer", *, data_root=None, **overrides):
