@@ -32,7 +32,6 @@ from kdl import config as configs
 from kdl.errors import ConfigError, KdlError
 
 STUDY = "kdl"                   # the study's name in its storage
-HEARTBEAT, GRACE = 2, 8         # seconds: a trial whose worker was killed is failed (and re-run) after GRACE
 TRIALS_DIR, DATABASE = "trials", "study.db"
 FINISHED = ("COMPLETE", "PRUNED")
 
@@ -47,6 +46,7 @@ class TuneConfig:
     sampler: str = "tpe"        # tpe, random, cmaes
     pruner: str = "median"      # median, hyperband, none
     seed: int = 0               # the sampler's seed
+    stale_after: int = 60       # seconds without a worker's heartbeat before its trial is failed and re-run
     space: dict = dataclasses.field(default_factory=dict)   # field -> {low, high, log, step} | {choices}
 
 
@@ -255,11 +255,13 @@ def open_study(out, storage, tune, recipe_text, sampler=None, pruner=None):
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    rdb = RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE, engine_kwargs=engine,
-                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=3)      # a stale trial's settings run again
+    rdb = RDBStorage(url, heartbeat_interval=heartbeat(tune), grace_period=tune.stale_after,
+                     engine_kwargs=engine, heartbeat_stale_trial_callback=retry)
     study = optuna.create_study(study_name=STUDY, storage=rdb, direction=tune.direction, sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
-    search = {k: v for k, v in dataclasses.asdict(tune).items() if k != "trials"}   # more trials: fine
+    search = {k: v for k, v in dataclasses.asdict(tune).items()       # more trials, other timings: fine
+              if k not in ("trials", "stale_after")}
     identity = {"recipe": recipe_text, "tune": json.dumps(search, sort_keys=True)}
     for key, value in identity.items():
         found = study.user_attrs.get(key)
@@ -270,6 +272,11 @@ def open_study(out, storage, tune, recipe_text, sampler=None, pruner=None):
                               "resume it with the same recipe file, options and search space, or choose "
                               "another --out / --storage")
     return study
+
+
+def heartbeat(tune):
+    """Seconds between a worker's heartbeats: six within tune.stale_after."""
+    return max(1, int(tune.stale_after) // 6)
 
 
 def counts(study):
@@ -293,10 +300,20 @@ def work(recipe, tune, space, study, out, progress=None):
         if done >= tune.trials:
             return
         if done + found.get("RUNNING", 0) >= tune.trials:      # the last ones run elsewhere; one may fail
-            time.sleep(HEARTBEAT)
+            time.sleep(heartbeat(tune))
             continue
-        study.optimize(lambda trial: _trial(trial, recipe, tune, space, study, out), n_trials=1,
-                       catch=(KdlError,), callbacks=[progress] if progress else [])
+        try:
+            study.optimize(lambda trial: _trial(trial, recipe, tune, space, study, out), n_trials=1,
+                           catch=(KdlError,), callbacks=[progress] if progress else [])
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as error:
+            finished = optuna.exceptions.UpdateFinishedTrialError
+            taken = isinstance(error, finished) or "Cannot tell a" in str(error)
+            if not taken:
+                raise
+            # another worker heard nothing from this one for tune.stale_after seconds (an overloaded
+            # machine), failed its trial and queued it again: go on with the next one
+            print(f"kdl tune: a trial of this worker was failed as stale by another and will run again; "
+                  f"raise tune.stale_after ({tune.stale_after} s) on a busy machine", file=sys.stderr)
 
 
 class _Surplus(KdlError):
@@ -392,10 +409,12 @@ def tune(recipe, tune, out, *, workers=1, storage=None, recipe_path=None, worker
         for child, log in children:
             child.wait()
             log.close()
-    failed = [child.returncode for child, _ in children if child.returncode]
-    if failed:
-        raise KdlError(f"{len(failed)} of the worker processes failed; see {out}/worker-*.log")
     write_results(study, tune, out)
+    failed = [k for k, (child, _) in enumerate(children, 1) if child.returncode]
+    if failed:
+        print(f"kdl tune: warning: worker process{'es' * (len(failed) > 1)} {', '.join(map(str, failed))} "
+              f"stopped with an error (see {out}/worker-K.log); the others finished the study",
+              file=sys.stderr)
     return study
 
 

@@ -22,6 +22,7 @@ SPACE = """
 [tune]
 trials = 3
 pruner = "none"
+stale_after = 6         # seconds: the killed study's trial is failed and re-run soon
 
 [tune.space]
 "train.learning_rate" = {low = 1e-3, high = 1e-2, log = true}
