@@ -113,6 +113,25 @@ def write_directory(path, fill, replaces=(), keep_others=True):
     shutil.rmtree(old, ignore_errors=True)
 
 
+def write_file(path, write):
+    """`write(tmp)` writes a temporary file beside `path`, which then replaces `path` in one
+    rename: a reader sees the old file or the new one, never half of one. A failed write leaves
+    the old file and raises RunError naming the path. Returns the path."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError):      # a full disk, a read-only folder: one clear line
+            raise RunError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+        raise
+    return path
+
+
 def _carry(source, target):
     """Hard-link (or copy, across file systems) a file or folder into the new directory; a
     symbolic link is carried as the same link."""

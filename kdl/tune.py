@@ -30,6 +30,7 @@ import warnings
 
 from kdl import config as configs
 from kdl.errors import ConfigError, KdlError
+from kdl.runs import write_file
 
 STUDY = "kdl"                   # the study's name in its storage
 TRIALS_DIR, DATABASE = "trials", "study.db"
@@ -459,7 +460,7 @@ def write_results(study, tune, out):
     text = "".join(f"# {line}\n" for line in header.splitlines())
     text += "".join(line + "\n" for line in (run / "recipe.toml").read_text().splitlines()
                     if not line.startswith("#"))
-    _atomic_text(out / "best.toml", text)
+    write_file(out / "best.toml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     kept = out / "best_run"
     if kept.exists():
         shutil.rmtree(kept)
@@ -520,15 +521,11 @@ def _write_csv(path, rows):
     import csv
 
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(partial, path)
 
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, columns)
+            writer.writeheader()
+            writer.writerows(rows)
 
-def _atomic_text(path, text):
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    write_file(path, write)

@@ -22,7 +22,6 @@ from kdl.evaluation import (
 )
 from kdl.evaluation.interpretation import (
     CELL_PIXELS,
-    _write_atomically,
     grid_shape,
     losses,
     shorten,
@@ -31,6 +30,7 @@ from kdl.evaluation.interpretation import (
     write_tables,
 )
 from kdl.recipes.interpret import interpret
+from kdl.runs import write_file
 
 NAMES = ["cat", "dog", "bird"]
 Y_TRUE = np.array([0, 0, 1, 1, 2, 2, 0])
@@ -172,7 +172,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(RunError, match="cannot write .*table.csv.*No space left on device"):
-        _write_atomically(path, half_then_fail)
+        write_file(path, half_then_fail)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
 
 

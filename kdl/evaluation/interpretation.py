@@ -17,18 +17,17 @@ highest first. Examples with the same loss keep their input order.
 2
 """
 
-import contextlib
 import csv
 import dataclasses
 import math
-import os
 import pathlib
 
 import numpy as np
 
-from kdl.errors import ConfigError, DataError, RunError
+from kdl.errors import ConfigError, DataError
 from kdl.evaluation.classification import _validated, _validated_class_names
 from kdl.evaluation.report import Report, _text_table
+from kdl.runs import write_file
 
 SMALLEST_PROBABILITY = np.finfo(np.float64).eps   # as sklearn's log_loss: a probability of 0 costs ~36
 CELL_PIXELS = (200, 220)    # (width, height) of one image and its title in the grid PNG
@@ -230,7 +229,7 @@ def write_image_grid(path, rows, images, per_row=GRID_COLUMNS):
             axes.imshow(picture, interpolation="nearest")
         axes.set_title(f"{row['true']} / {row['predicted']} / {row['probability']:.2f}", fontsize=8,
                        color="black" if row["true"] == row["predicted"] else "firebrick")
-    return _write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=DPI, format="png"))
+    return write_file(path, lambda tmp: figure.savefig(tmp, dpi=DPI, format="png"))
 
 
 def write_tables(folder, report, max_chars=100):
@@ -243,7 +242,7 @@ def write_tables(folder, report, max_chars=100):
         name: [{key: shorten(value, max_chars) if isinstance(value, str) else value
                 for key, value in row.items()} for row in table]
         for name, table in report.tables.items()})
-    markdown = _write_atomically(folder / "interpretation.md",
+    markdown = write_file(folder / "interpretation.md",
                                  lambda tmp: tmp.write_text(short.to_markdown(), encoding="utf-8"))
     return [markdown, write_csv(folder / "top_losses.csv", report.top_losses)]
 
@@ -259,12 +258,12 @@ def write_csv(path, rows):
             writer.writeheader()
             writer.writerows(rows)
 
-    return _write_atomically(path, write)
+    return write_file(path, write)
 
 
 def write_json(path, report):
     """The whole report (metrics, tables, meta) as JSON at `path`; `Report.from_json` reads it back."""
-    return _write_atomically(path, lambda tmp: tmp.write_text(report.to_json() + "\n", encoding="utf-8"))
+    return write_file(path, lambda tmp: tmp.write_text(report.to_json() + "\n", encoding="utf-8"))
 
 
 def shorten(text, max_chars=100):
@@ -335,21 +334,3 @@ def _plain(value):
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _write_atomically(path, write):
-    """`write(tmp)` writes a temporary file beside `path`, which then replaces `path` in one
-    rename: a reader sees the old file or the new one, never half of one. Returns the path."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as error:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError):      # a full disk, a read-only folder: one clear line
-            raise RunError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
-        raise
-    return path

@@ -10,12 +10,12 @@ were made; `.save(folder)` writes them as .npy, pictures and an index.html (kdl.
 
 import dataclasses
 import json
-import os
 import pathlib
 
 import numpy as np
 
 from kdl.errors import RunError
+from kdl.runs import write_file
 
 
 @dataclasses.dataclass
@@ -111,12 +111,12 @@ class Explanation:
         folder = pathlib.Path(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic(folder / "attributions.npy", lambda f: np.save(f, self.attributions))
-            _atomic(folder / "inputs.npy", lambda f: np.save(f, self.inputs))
+            write_file(folder / "attributions.npy", _npy(self.attributions))
+            write_file(folder / "inputs.npy", _npy(self.inputs))
             if self.features is not None:
-                _atomic(folder / "features.npy", lambda f: np.save(f, self.features))
+                write_file(folder / "features.npy", _npy(self.features))
             text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
-            _atomic(folder / "explanation.json", lambda f: f.write(text.encode("utf-8")))
+            write_file(folder / "explanation.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
             render.write_all(self, folder)
         except OSError as error:
             raise RunError(f"cannot write the explanation to {str(folder)!r}: "
@@ -146,11 +146,12 @@ def _rows(groups):
     return [list(row) + [""] * (width - len(row)) for row in rows]
 
 
-def _atomic(path, write):
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as handle:
-        write(handle)
-    os.replace(partial, path)
+def _npy(array):
+    """A write_file writer of `array` in .npy format (np.save to a name would append ".npy")."""
+    def write(tmp):
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+    return write
 
 
 def _plain(value):

@@ -25,7 +25,6 @@ weights use a sequential colour map from 0.
 """
 
 import html
-import os
 import pathlib
 
 import matplotlib
@@ -33,6 +32,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
+
+from kdl.runs import write_file
 
 DPI = 100
 DIVERGING = "RdBu_r"     # signed attributions: blue < 0 < red, centred on 0
@@ -370,28 +371,15 @@ def write_all(explanation, folder):
     return written
 
 
-def _atomic(path, write):
-    """Call write(binary handle) on ".NAME.partial" beside `path`, then rename it to `path`."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        with open(partial, "wb") as handle:
-            write(handle)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _write_png(picture, path):
     try:
-        return _atomic(path, lambda handle: picture.savefig(handle, format="png", dpi=DPI))
+        return write_file(path, lambda tmp: picture.savefig(tmp, format="png", dpi=DPI))
     finally:
         picture.clear()   # a Figure is not registered with pyplot: clearing it frees its artists
 
 
 def _write_text(path, text):
-    return _atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+    return write_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 # index.html
