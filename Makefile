@@ -1,12 +1,13 @@
 # make demo  - set up .venv if missing, train the image classifier on the embedded digits data
-# make test  - set up .venv if missing, lint (make lint: ruff), run the whole test suite on jax, tensorflow and torch
+# make test  - set up .venv if missing, install headless Chromium if missing (apt), lint (make lint: ruff),
+#              run the whole test suite on jax, tensorflow and torch
 PYTHON ?= python3
 VENV ?= .venv
 BACKENDS ?= jax tensorflow torch
 PYTEST_ARGS ?=
 export KDL_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install browser clean
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +25,15 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check kdl tests benchmarks
 
-test: lint
+# The browser test drives the system's headless Chromium (Debian's chromium + chromium-driver).
+browser:
+	@command -v chromedriver >/dev/null || { \
+		echo "installing chromium and chromium-driver (apt) for the browser test"; \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }; }
+
+test: lint browser
 	@set -e; for backend in $(BACKENDS); do \
 		echo "=== tests on $$backend ==="; \
 		KERAS_BACKEND=$$backend $(VENV)/bin/python -m pytest $(PYTEST_ARGS); \

@@ -12,6 +12,7 @@
     kdl transcribe runs/fsdd_digit_strings_ctc utterance.wav --decoder lexicon [--words FILE] [--lm FILE]
     kdl export runs/digits --format onnx --out exports/digits
     kdl compare recipes/image_classification/digits_cnn.toml --backends jax,tensorflow,torch --epochs 2
+    kdl serve runs/digits --port 8000          (HTTP endpoint + demo page; docs/serve.md)
 
 `--backend` is applied before Keras is imported. Bad input prints one `kdl: error:` line
 and exits with status 1.
@@ -27,7 +28,7 @@ import sys
 import time
 import warnings
 
-from kdl import backend, distribute
+from kdl import backend, distribute, progress
 from kdl.errors import DataError, KdlError, KdlWarning
 
 
@@ -37,6 +38,7 @@ def main(argv=None):
         warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
         try:
             args = _parser().parse_args(argv)
+            progress.set_quiet(getattr(args, "quiet", False))     # --quiet: no progress from kdl
             if getattr(args, "backend", None):
                 backend.select(args.backend)
             backend.check_environment()
@@ -86,6 +88,7 @@ def _train(args):
     overrides = args.set + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
     overrides += [f'train.{name}="{getattr(args, name)}"' for name in ("distribute", "precision")
                   if getattr(args, name, None)]
+    overrides += _track_overrides(args)
     if args.recipe.endswith(".toml") or path.is_dir():
         recipe = recipes.load(path, overrides, data_root=args.data_root, unsafe=args.unsafe)
     else:
@@ -118,6 +121,7 @@ def _train(args):
         return 130
     if chief:
         print(f"kdl: fit took {seconds:.1f} s on {backend.name()}; run saved to {out}")
+        _print_tracking(recipe.config.track, recipe.task, out)
 
 
 def _evaluate(args):
@@ -171,27 +175,29 @@ def _predict(args, task=None):
                        f"(`kdl predict` works for every task)")
     options = {name: getattr(args, name) for name in ("beam_size", "decoder", "words", "lm")
                if getattr(args, name, None) is not None}
-    rows, failed, done = [], 0, 0
+    rows, failed = [], 0
     units = _prediction_units(args.inputs, recipe, args.text)
-    while units:
-        names, inputs, chunk = units.pop(0)
-        try:      # a bad file is reported on its own line; the other inputs are still predicted
-            if isinstance(inputs, DataError):
-                raise inputs
-            result = recipe.predict(inputs, **options)
-        except DataError as error:
-            if chunk and len(names) > 1:       # which file of the chunk? predict them one by one
-                units[:0] = [([name], [name], True) for name in names]
+    total = sum(len(names) for names, _, _ in units)
+    with progress.bar(what="predicting", total=total, unit="inputs") as shown:    # long work only
+        while units:
+            names, inputs, chunk = units.pop(0)
+            try:      # a bad file is reported on its own line; the other inputs are still predicted
+                if isinstance(inputs, DataError):
+                    raise inputs
+                result = recipe.predict(inputs, **options)
+            except DataError as error:
+                if chunk and len(names) > 1:       # which file of the chunk? predict them one by one
+                    units[:0] = [([name], [name], True) for name in names]
+                    continue
+                with progress.paused():
+                    print(f"kdl: error: {error}", file=sys.stderr)
+                failed += 1
+                shown.update(len(names))
                 continue
-            print(f"kdl: error: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        top_k = () if args.top_k is None else (args.top_k,)    # None: the result's own default
-        for name, row, line in zip(names, result.rows(*top_k), result.lines(*top_k)):
-            rows.append(({"input": name, **row}, line))
-        done += len(names)
-        if sys.stderr.isatty() and (units or done > CHUNK):      # progress on long work
-            print(f"\rkdl: predicted {done} inputs", end="" if units else "\n", file=sys.stderr, flush=True)
+            top_k = () if args.top_k is None else (args.top_k,)    # None: the result's own default
+            for name, row, line in zip(names, result.rows(*top_k), result.lines(*top_k)):
+                rows.append(({"input": name, **row}, line))
+            shown.update(len(names))
     _print_rows(rows, args.output)
     return 1 if failed else 0
 
@@ -320,14 +326,15 @@ def _tune(args):
     """`kdl tune RECIPE --out DIR`: run or resume a search (kdl.tune), write its results."""
     from kdl import tune
 
-    overrides = args.set + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
+    track = _track_overrides(args)
+    overrides = args.set + track + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
     recipe, search = tune.read(args.recipe, overrides, data_root=args.data_root, space=args.space)
     if args.trials is not None:
         search.trials = args.trials
     out = pathlib.Path(args.out or pathlib.Path("runs") / f"tune-{pathlib.Path(args.recipe).stem}")
     if args.workers < 1:
         raise KdlError(f"--workers takes how many processes to run, at least 1; got {args.workers}")
-    passed = [f"--set={item}" for item in args.set] + [     # what each --workers process must see too
+    passed = [f"--set={item}" for item in args.set + track] + [     # what each --workers process must see too
         f"--{name.replace('_', '-')}={getattr(args, name)}"
         for name in ("epochs", "trials", "space", "data_root") if getattr(args, name) is not None]
     if args.worker is None:
@@ -341,6 +348,7 @@ def _tune(args):
     if helper:
         return 0
     print(tune.summary(study, search, out))
+    _print_tracking(recipe.config.track, recipe.task, out / tune.TRIALS_DIR)
     if args.retrain_best:
         report = tune.retrain_best(out, data_root=args.data_root)
         print(f"kdl tune: the best recipe retrained on train + validation, scored once on test "
@@ -355,13 +363,31 @@ def _compare(args):
     name = pathlib.Path(args.recipe).stem
     out = pathlib.Path(args.out or pathlib.Path("runs") / f"compare-{name}")
     comparison = compare(args.recipe, args.backends, epochs=args.epochs, steps=args.steps,
-                         batch_size=args.batch_size, out=out, overrides=args.set,
+                         batch_size=args.batch_size, out=out, overrides=args.set + _track_overrides(args),
                          data_root=args.data_root, tuned=args.tuned, baseline=args.baseline,
                          agreement_steps=args.agreement_steps, timeout=args.timeout)
     print()
     print(comparison)
     print(f"kdl: report written to {out}/comparison.md (+ comparison.json, throughput.png, loss_curves.png)")
+    if (out / "tensorboard").is_dir():
+        print(f"kdl: one TensorBoard run per backend: tensorboard --logdir {out}/tensorboard")
     return 0 if comparison.succeeded else 1
+
+
+def _serve(args):
+    """`kdl serve RUN`: the run behind an HTTP endpoint and a demo page until stopped (kdl.serve)."""
+    try:
+        from kdl import serve
+    except ModuleNotFoundError as error:
+        if error.name not in ("fastapi", "starlette", "uvicorn", "python_multipart"):
+            raise
+        raise KdlError(f"kdl serve needs FastAPI, uvicorn and python-multipart ({error.name} is missing): "
+                       "pip install 'kdl[serve]'") from None
+    if not 0 < args.max_body_mb < float("inf"):
+        raise KdlError(f"--max-body-mb takes the MiB a request body may hold, above 0; got "
+                       f"{args.max_body_mb}")
+    serve.serve(args.run, args.host, args.port, max_body=int(args.max_body_mb * 2**20),
+                max_batch=args.max_batch, unsafe=args.unsafe)
 
 
 def _export(args):
@@ -417,7 +443,8 @@ def _parser():
     train.add_argument("--overwrite", action="store_true",
                        help="allow --out to be a non-empty folder that is not a kdl run (its files are kept)")
     train.add_argument("--split", default="test", help="split to evaluate on (default: test)")
-    train.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar")
+    train.add_argument("--quiet", action="store_true",
+                       help="one line per epoch instead of the progress bar; no other progress display")
     train.add_argument("--distribute", metavar="MODE",
                        help="shorthand for --set train.distribute=MODE: single, auto, data_parallel, "
                             "model_parallel[:M] or tpu (see docs/tpu.md)")
@@ -425,6 +452,7 @@ def _parser():
                        help="shorthand for --set train.precision=P (bf16/fp16: mixed precision)")
     _data_root_option(train)
     _unsafe_option(train)
+    _tracking_options(train, mlflow=True)
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", parents=[common],
@@ -535,6 +563,7 @@ def _parser():
                       help="then train best.toml on train + validation and score the test split once")
     tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)   # K: a process --workers started
     _data_root_option(tune)
+    _tracking_options(tune, mlflow=True)
     tune.set_defaults(handler=_tune)
 
     compare = commands.add_parser(
@@ -560,12 +589,30 @@ def _parser():
     compare.add_argument("--timeout", type=float, default=3600, help="seconds allowed per backend run")
     compare.add_argument("--out", help="report folder (default: runs/compare-<recipe name>)")
     _data_root_option(compare)
+    _tracking_options(compare, mlflow=False)
     compare.set_defaults(handler=_compare)
+
+    serve = commands.add_parser(
+        "serve", parents=[common], help="serve a saved run over HTTP, with a demo page (docs/serve.md)",
+        description="Load a run once and serve it until stopped: POST /predict and /explain (JSON or "
+                    "file uploads), GET /health and /metadata, the OpenAPI page /docs, a demo page at /.")
+    serve.add_argument("run", help="a run directory written by `kdl train`")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: "
+                            "every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    serve.add_argument("--max-body-mb", type=float, default=16.0,
+                       help="largest request body in MiB (default 16); larger is answered 413")
+    serve.add_argument("--max-batch", type=int, default=64,
+                       help="most inputs in one request (default 64); more is answered 413")
+    _unsafe_option(serve)
+    serve.set_defaults(handler=_serve)
     return parser
 
 
 def _predict_options(command, inputs_help):
     _input_options(command, inputs_help)
+    command.add_argument("--quiet", action="store_true", help="no progress display on long work")
     formats = command.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_const", dest="output", const="json",
                          help="print a JSON list, one object per input")
@@ -596,6 +643,43 @@ def _unsafe_option(command):
     command.add_argument("--unsafe", action="store_true",
                          help="load a model.keras that holds Python code (Lambda layers); this runs "
                               "code from the file: only for files you trust")
+
+
+def _tracking_options(command, mlflow):
+    """--no-tensorboard, and (mlflow) --track mlflow and --tracking-uri: the [track] section."""
+    command.add_argument("--no-tensorboard", action="store_true",
+                         help="write no TensorBoard event files (--set track.tensorboard=false)")
+    if mlflow:
+        command.add_argument("--track", choices=["mlflow"],
+                             help="also log the saved run (a study: each trial, nested) to MLflow "
+                                  "(pip install 'kdl[track]'; docs/tracking.md)")
+        command.add_argument("--tracking-uri", metavar="URI",
+                             help="with --track mlflow: the MLflow store or server (default: "
+                                  "$MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
+
+
+def _track_overrides(args):
+    """The tracking options as `track.*` settings."""
+    overrides = ["track.tensorboard=false"] if args.no_tensorboard else []
+    if getattr(args, "tracking_uri", None) is not None and getattr(args, "track", None) != "mlflow":
+        raise KdlError(f"--tracking-uri {args.tracking_uri!r} names where MLflow logs: add --track mlflow")
+    if getattr(args, "track", None) == "mlflow":
+        overrides.append("track.mlflow=true")
+    if getattr(args, "tracking_uri", None) is not None:
+        overrides.append(f"track.tracking_uri={json.dumps(args.tracking_uri)}")    # a TOML string
+    return overrides
+
+
+def _print_tracking(track, task, logdir):
+    """Where to look at what was logged."""
+    if track.tensorboard:
+        print(f"kdl: TensorBoard: tensorboard --logdir {logdir}")
+    if track.mlflow:
+        from kdl.tracking import mlflow
+
+        uri = mlflow.tracking_uri(track)
+        print(f"kdl: logged to MLflow at {uri} (experiment {mlflow.experiment_name(track, task)!r})"
+              + (f": mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else ""))
 
 
 def _data_root_option(command):

@@ -3,8 +3,8 @@
 A recipe is data. The TOML files in `recipes/`, `kdl.recipes.X(**overrides)` and
 `kdl train FILE --set train.epochs=3` all end in one config object of the recipe's class.
 Every task's config has the same sections: `data` (a `DataConfig` the task extends), `model`
-(a `ModelConfig`), `train` (`TrainConfig`); a field's bounds are kept with it (`setting`) and
-checked in one place (`check_ranges`).
+(a `ModelConfig`), `train` (`TrainConfig`) and `track` (`TrackConfig`); a field's bounds are kept
+with it (`setting`) and checked in one place (`check_ranges`).
 
 >>> from dataclasses import dataclass, field
 >>> @dataclass
@@ -84,6 +84,26 @@ class TrainConfig:
     precision: str = "fp32"         # fp32, bf16 or fp16 (mixed precision; weights stay float32)
     freeze_epochs: int = setting(0, at_least=0)     # first epochs train the head only (backbone frozen)
     backbone_lr_mult: float = setting(1.0, at_least=0)   # then the backbone learns at learning_rate x this
+
+
+@dataclasses.dataclass
+class TrackConfig:
+    """Where a run's progress is logged: the same `[track]` section in every recipe (kdl.tracking,
+    docs/tracking.md). Not part of what is trained: a resumed run or a study may change it."""
+
+    tensorboard: bool = True        # RUN_DIR/tensorboard/: scalars, the report, hyperparameters
+    every_steps: int = setting(50, at_least=0)   # also log the training scalars every N steps; 0: per epoch
+    mlflow: bool = False            # log the saved run to MLflow (pip install 'kdl[track]')
+    tracking_uri: str = ""          # "": $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db
+    experiment: str = ""            # the MLflow experiment; "": the task's name
+
+
+@dataclasses.dataclass
+class CardConfig:
+    """What the run's model card (RUN/README.md, kdl.card) says that the run's own data cannot:
+    the same `[card]` section in every recipe."""
+
+    license: str = ""               # the model's license, e.g. an SPDX id "Apache-2.0"; "": none set
 
 
 SEED_BOUNDS = {"at_least": 0, "below": 2**32}   # a `seed` field: what NumPy and scikit-learn take

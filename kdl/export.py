@@ -5,6 +5,7 @@
     model.keras | saved_model/ | model.onnx    the model, through Keras' own save / model.export
     signature.json                             input and output names, dtypes, shapes, meaning
     the task's assets                          a text run's vocabulary.txt
+    README.md, training_curves.png             the run's model card (kdl.card)
 
 Each export is checked before it is kept: the written file is loaded (onnxruntime,
 tf.saved_model.load) and run on a sample batch, and must give the Keras model's outputs
@@ -31,7 +32,7 @@ import pathlib
 import keras
 import numpy as np
 
-from kdl import backend
+from kdl import backend, progress
 from kdl.errors import BackendError, ConfigError
 
 FORMATS = {"keras": "model.keras", "saved_model": "saved_model", "onnx": "model.onnx"}
@@ -65,10 +66,11 @@ def check_format(format):
                                "install them with `pip install kdl[export]`")
 
 
-def export(model, folder, format, *, sample, description, write_assets):
+def export(model, folder, format, *, sample, description, write_assets, write_card=None):
     """Write `model` as `format` into the folder `folder` (created or replaced whole) with its
     signature.json; `sample`: an input batch to check the export on; `description`: what the
-    inputs and outputs mean (merged into signature.json); `write_assets(folder)`: task files."""
+    inputs and outputs mean (merged into signature.json); `write_assets(folder)`: task files;
+    `write_card(folder)`: writes the model card and returns its name (signature.json's "card")."""
     from kdl import runs
 
     check_format(format)
@@ -81,24 +83,29 @@ def export(model, folder, format, *, sample, description, write_assets):
     def fill(tmp):
         target = tmp / FORMATS[format]
         try:
-            if format == "keras":
-                model.save(target)
-            else:
-                inputs = [keras.InputSpec(shape=t.shape, dtype=t.dtype, name=t.name) for t in model.inputs]
-                Inference(model).export(str(target), verbose=False, input_signature=[
-                    inputs if len(inputs) > 1 else inputs[0]],
-                    format="tf_saved_model" if format == "saved_model" else format)
+            with progress.stage(f"writing the {format} export"):
+                if format == "keras":
+                    model.save(target)
+                else:
+                    inputs = [keras.InputSpec(shape=t.shape, dtype=t.dtype, name=t.name)
+                              for t in model.inputs]
+                    Inference(model).export(str(target), verbose=False, input_signature=[
+                        inputs if len(inputs) > 1 else inputs[0]],
+                        format="tf_saved_model" if format == "saved_model" else format)
         except Exception as error:  # each exporter raises its own types from deep inside
             raise BackendError(f"Keras could not export this model as {format!r} on the "
                                f"{backend.name()} backend: {type(error).__name__}: {str(error)[:400]}; "
                                + _alternative(format)) from None
-        inputs, outputs = _check(target, format, sample, expected)
+        with progress.stage(f"checking the {format} export against the Keras model"):
+            inputs, outputs = _check(target, format, sample, expected)
         write_assets(tmp)
         signature = {"format": format, "file": FORMATS[format], "backend": backend.name(),
                      "keras": keras.__version__, "inputs": inputs, "outputs": outputs,
                      **description}
         signature["assets"] = sorted(p.name for p in tmp.iterdir()
                                      if p.name not in (FORMATS[format], SIGNATURE_FILE))
+        if write_card is not None:      # documentation, not an asset a server needs
+            signature["card"] = write_card(tmp)
         (tmp / SIGNATURE_FILE).write_text(json.dumps(signature, indent=2) + "\n", encoding="utf-8")
 
     runs.write_directory(folder, fill, keep_others=False)

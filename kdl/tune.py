@@ -15,6 +15,7 @@ best.toml, plots). See docs/tune.md.
 ['train.learning_rate', 'model.name', 'model.options.width']
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,7 +29,10 @@ import time
 import tomllib
 import warnings
 
+import tomli_w
+
 from kdl import config as configs
+from kdl import tracking
 from kdl.errors import ConfigError, KdlError
 from kdl.runs import write_file
 
@@ -393,9 +397,16 @@ def tune(recipe, tune, out, *, workers=1, storage=None, recipe_path=None, worker
     (`recipe_path` and `worker_args` say how to start them); `worker`: this process's K."""
     out = pathlib.Path(out)
     space, _, pruner = settle(recipe, tune)
-    recipe_text = configs.to_toml(recipe.config)
-    study = open_study(out, storage, tune, recipe_text, None, pruner)
+    values = configs.to_dict(recipe.config)
+    values.pop(tracking.SECTION, None)      # where trials are logged and what their model cards say
+    values.pop("card", None)                # are not what the study searches
+    study = open_study(out, storage, tune, tomli_w.dumps(values), None, pruner)
     study.sampler = sampler(tune, offset=1009 * worker + len(study.trials))
+    track, parent = recipe.config.track, None
+    if track.mlflow:        # the study's MLflow run, made before other workers start: trials nest under it
+        from kdl.tracking import mlflow
+
+        parent = mlflow.start_study(track, study, out, values)
     children = []
     for k in range(1, workers):
         log = open(out / f"worker-{k}.log", "w")
@@ -405,12 +416,15 @@ def tune(recipe, tune, out, *, workers=1, storage=None, recipe_path=None, worker
     start = time.perf_counter()
     progress = None if quiet else _Progress(tune, start)
     try:
-        work(recipe, tune, space, study, out, progress)
+        with mlflow.nested_in(parent) if parent else contextlib.nullcontext():
+            work(recipe, tune, space, study, out, progress)
     finally:
         for child, log in children:
             child.wait()
             log.close()
     write_results(study, tune, out)
+    if parent and not worker:
+        mlflow.finish_study(track, parent, study, tune, out)
     failed = [k for k, (child, _) in enumerate(children, 1) if child.returncode]
     if failed:
         print(f"kdl tune: warning: worker process{'es' * (len(failed) > 1)} {', '.join(map(str, failed))} "

@@ -12,6 +12,8 @@ import json
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_multiplexer
+from tensorboard.util import tensor_util
 
 import kdl
 from kdl import backend, models, recipes, runs
@@ -49,7 +51,7 @@ def translation_overrides(tmp_path_factory):
 def comparison(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
     assert main(["compare", "recipes/image_classification/digits_cnn.toml", "--steps", "16",
-                 "--agreement-steps", "2", "--baseline", "--out", str(out),
+                 "--agreement-steps", "2", "--baseline", "--out", str(out), "--set", "track.every_steps=8",
                  *sum((["--set", s] for s in TINY), [])]) == 0
     return out
 
@@ -70,6 +72,24 @@ def test_every_backend_reports_every_measure(comparison):
         assert (comparison / name).stat().st_size > 0
     markdown = (comparison / "comparison.md").read_text()
     assert "| torch |" in markdown and "kdl / native loop" in markdown
+
+
+@once
+def test_each_backend_is_one_tensorboard_run_whose_curves_overlay(comparison):
+    events = event_multiplexer.EventMultiplexer().AddRunsFromDirectory(str(comparison / "tensorboard"))
+    events.Reload()
+    names = ("jax", "tensorflow", "torch")
+    assert {*names, *(f"{name}/train" for name in names)} <= set(events.Runs())
+    rows = {row["backend"]: row for row in json.loads((comparison / "comparison.json").read_text())["rows"]}
+    for name in names:
+        # every 8 optimizer steps, at the same steps on every backend (Keras calls torch's
+        # callbacks every step, jax's and tensorflow's once per 8-step execution)
+        losses = events.Tensors(f"{name}/train", "batch_loss")
+        assert [event.step for event in losses] == [8, 16], name
+        assert [event.step for event in events.Tensors(f"{name}/train", "batch_learning_rate")] == [8, 16]
+        accuracy = events.Tensors(name, "test/accuracy")[0]
+        assert float(tensor_util.make_ndarray(accuracy.tensor_proto)) == pytest.approx(
+            rows[name]["metrics"]["accuracy"], rel=1e-6)
 
 
 @once

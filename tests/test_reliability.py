@@ -54,7 +54,8 @@ def test_diverging_fit_stops_naming_epoch_step_and_the_good_checkpoint(tmp_path)
     recipe.model = model
     recipe.save(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"history.csv", "checkpoint.keras", "model.keras",
-                                                    "recipe.toml"}
+                                                    "recipe.toml", "README.md", "training_curves.png",
+                                                    "tensorboard"}
     assert not any(p.name.startswith(f".{tmp_path.name}") for p in tmp_path.parent.iterdir())
 
 
@@ -68,7 +69,7 @@ def test_divergence_in_the_first_epoch_says_there_is_no_good_checkpoint(tmp_path
 def test_an_error_while_writing_leaves_the_old_run_untouched(runs_dir, tmp_path):
     target = tmp_path / "run"
     shutil.copytree(runs_dir / "b", target)
-    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    before = {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()}
     recipe = kdl.recipes.load(runs_dir / "a")
 
     def disk_full(path):
@@ -77,7 +78,7 @@ def test_an_error_while_writing_leaves_the_old_run_untouched(runs_dir, tmp_path)
     recipe.save_assets = disk_full                     # fails after model.keras was written
     with pytest.raises(kdl.errors.RunError, match="No space left on device"):
         recipe.save(target)
-    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -170,7 +171,7 @@ def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path, 
         recipe.fit(out=tmp_path / "run", verbose=0)
     monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if not p.name.startswith(".kdl")) == [
-        "backup", "checkpoint.keras", "history.csv", "recipe.toml"]
+        "backup", "checkpoint.keras", "history.csv", "recipe.toml", "tensorboard"]
     assert kdl.runs.load_model(tmp_path / "run" / "checkpoint.keras").count_params() > 0
 
 

@@ -16,6 +16,7 @@ import time
 from kdl.backend import BACKENDS
 from kdl.compare.report import Comparison
 from kdl.errors import ConfigError, RunError
+from kdl.progress import bar, paused
 
 
 def compare(recipe, backends=BACKENDS, *, epochs=None, steps=None, batch_size=None, out=None,
@@ -74,8 +75,10 @@ def compare(recipe, backends=BACKENDS, *, epochs=None, steps=None, batch_size=No
             row = {"backend": name, "error": f"no initial weights: {init['error']}"}
         else:
             run_spec = dict(spec, mode="run", tuned=is_tuned, out=str(out / label),
-                            baseline=baseline and not is_tuned, baseline_compiled=tuned)
-            row = _run_worker(run_spec, name, timeout, lambda line: progress(f"  {label}: {line}"))
+                            baseline=baseline and not is_tuned, baseline_compiled=tuned,
+                            tensorboard=str(out / "tensorboard" / label))   # one TensorBoard run each
+            row = _run_worker(run_spec, name, timeout, lambda line: progress(f"  {label}: {line}"),
+                              what=f"{label}: training")
         row["label"] = label
         comparison.add(row)
         comparison.write()
@@ -91,20 +94,32 @@ def _check_recipe(recipe, overrides):
     make_recipe({"recipe": str(recipe), "overrides": list(overrides), "data_root": None})
 
 
-def _run_worker(spec, backend_name, timeout, progress):
-    """Run one worker process; its result dict, or {"error": ...} saying why it failed."""
+def _run_worker(spec, backend_name, timeout, progress, what="training"):
+    """Run one worker process; its result dict, or {"error": ...} saying why it failed. Its
+    lines go to `progress`, but for its training steps, shown as a bar (kdl.progress) named `what`."""
+    from kdl.compare.worker import STEPS
+
     folder = pathlib.Path(spec["out"])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "spec.json").write_text(json.dumps(spec, indent=2))
     env = dict(os.environ, KERAS_BACKEND=backend_name, TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONUNBUFFERED="1")
     start = time.perf_counter()
+    steps = None
     with open(folder / "stderr.log", "w") as errors:
         process = subprocess.Popen([sys.executable, "-m", "kdl.compare.worker", str(folder / "spec.json")],
                                    stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
         try:
             for line in process.stdout:
-                progress(line.rstrip())
+                if line.startswith(f"{STEPS} "):      # "steps DONE TOTAL"
+                    done, total = map(int, line.split()[1:])
+                    steps = steps or bar(what=what, total=total, unit="steps")
+                    steps.update(done - steps.n)
+                    if done >= total:
+                        steps.close()
+                else:
+                    with paused():
+                        progress(line.rstrip())
                 if time.perf_counter() - start > timeout:
                     raise subprocess.TimeoutExpired(process.args, timeout)
             process.wait(timeout=max(timeout - (time.perf_counter() - start), 1))
@@ -112,6 +127,9 @@ def _run_worker(spec, backend_name, timeout, progress):
             process.kill()
             process.wait()
             return {"backend": backend_name, "error": f"timed out after {timeout} s"}
+        finally:
+            if steps is not None:
+                steps.close()
     if process.returncode != 0:
         return {"backend": backend_name, "error": _last_error(folder / "stderr.log", process.returncode)}
     return json.loads((folder / "result.json").read_text())

@@ -28,10 +28,36 @@ import keras
 import numpy as np
 
 from kdl import backend, explain, recipes, runs
+from kdl import progress as kdl_progress
 from kdl.compare import baselines
 from kdl.compare.timing import StepTimer
+from kdl.tracking import tensorboard
 
 STRUCTURE = "structure"    # the key of an .npz file of save_arrays that holds the structure
+STEPS = "steps"            # a progress line "steps DONE TOTAL": training steps done so far (the parent's bar)
+
+
+class StepProgress(keras.callbacks.Callback):
+    """Reports the training steps done as "steps DONE TOTAL" lines, at most one a second (and
+    the last), for the parent's progress bar (kdl.compare.runner)."""
+
+    def __init__(self, steps_per_epoch, epochs, progress, every=1.0):
+        super().__init__()
+        self.steps_per_epoch, self.total = steps_per_epoch, steps_per_epoch * epochs
+        self.progress, self.every = progress, every
+        self.epoch, self.done, self.sent = 0, 0, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done = min(self.epoch * self.steps_per_epoch + batch + 1, self.total)
+        if time.perf_counter() - self.sent >= self.every:
+            self.sent = time.perf_counter()
+            self.progress(f"{STEPS} {self.done} {self.total}")
+
+    def on_train_end(self, logs=None):
+        self.progress(f"{STEPS} {self.done} {self.total}")
 
 
 class _PassThrough(keras.layers.Layer):
@@ -164,8 +190,12 @@ def run(spec, out, progress):
         epochs, steps = 1, min(math.ceil(steps / group) * group, batches)
         fit_warmup_to_the_steps(recipe, steps, progress)
     timer = StepTimer(steps or batches, progress, group=group)
+    shown = StepProgress(steps or batches, epochs or recipe.config.train.epochs, progress)
+    track = recipe.config.track     # this backend's TensorBoard run, OUT/tensorboard/LABEL: curves overlay
+    board = [tensorboard.TensorBoard(spec["tensorboard"], track.every_steps, fresh=True)
+             ] if track.tensorboard and spec.get("tensorboard") else []
     start = time.perf_counter()
-    recipe.fit(epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    recipe.fit(epochs=epochs, steps_per_epoch=steps, callbacks=[timer, shown, *board], verbose=0)
     fit_seconds = time.perf_counter() - start
     report = recipe.evaluate()
     step = timer.steady_step_seconds()
@@ -177,6 +207,8 @@ def run(spec, out, progress):
         progress("baselines: plain model.fit, native training loop")
         baseline = baselines.baselines(recipe, spec["initial_model"], epochs, steps, len(timer.step_seconds),
                                        compiled=spec["baseline_compiled"])
+    if board:
+        tensorboard.log_results(spec["tensorboard"], recipe)      # the report and hyperparameters
     return {
         "backend": backend.name(),
         "devices": backend.devices(),
@@ -210,6 +242,7 @@ def main(spec_path):
     def progress(message):
         print(message, flush=True)
 
+    kdl_progress.set_output(progress)     # data loading, vocabularies: plain lines the parent shows
     result = init(spec) if spec["mode"] == "init" else run(spec, out, progress)
     (out / "result.json").write_text(json.dumps(result, indent=2))
 

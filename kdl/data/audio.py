@@ -60,6 +60,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from kdl import progress
 from kdl.data.dataset import Dataset, class_names_for
 from kdl.data.io import (
     read_lines,
@@ -201,9 +202,13 @@ def load_audio(source, *, data_root=None, sample_rate=8000, max_seconds=1.0, cla
     names = list(class_names or sorted({label for pairs in files.values() for _, label in pairs},
                                        key=_natural))
     clips = {}
-    for split, pairs in files.items():
-        waves = [fit_length(read_wav(path, sample_rate)[0], num_samples) for path, _ in pairs]
-        clips[split] = waves, np.array([names.index(label) for _, label in pairs], np.int32)
+    with progress.bar(what=f"reading {folder}", total=sum(map(len, files.values())), unit="files") as shown:
+        for split, pairs in files.items():
+            waves = []
+            for path, _ in pairs:
+                waves.append(fit_length(read_wav(path, sample_rate)[0], num_samples))
+                shown.update(1)
+            clips[split] = waves, np.array([names.index(label) for _, label in pairs], np.int32)
     class_names_for(np.concatenate([y for _, y in clips.values()]), names)   # at least 2 classes
     return _classification_dataset(os.fspath(source), clips, names, sample_rate, num_samples, **options)
 
@@ -408,20 +413,22 @@ def load_transcripts(source, *, data_root=None, sample_rate=8000, max_seconds=4.
     if not (folder.is_dir() and (folder / "metadata.csv").is_file()):
         raise DataError(f"{folder} has no metadata.csv; expected {TRANSCRIPT_SOURCES}")
     waves, texts, where, ids = [], [], [], []
-    for number, line in enumerate(read_lines(folder / "metadata.csv"), start=1):
-        if not line.strip():
-            continue
-        fields = line.split("|")
-        at = f"{folder / 'metadata.csv'}, line {number}"
-        if len(fields) < 2 or not fields[0].strip() or not fields[-1].strip():
-            raise DataError(f"{at}: expected 'id|transcript|normalized transcript', got {line[:80]!r}")
-        path = folder / "wavs" / f"{fields[0].strip()}.wav"
-        if not path.is_file():
-            raise DataError(f"{at}: no audio file {path}")
-        waves.append(fit_length(read_wav(path, sample_rate)[0], num_samples, str(path)))
-        texts.append(clean(fields[-1].strip()))
-        where.append(f"{at} ({path.name})")
-        ids.append(fields[0].strip())
+    lines = read_lines(folder / "metadata.csv")
+    with progress.bar(lines, what=f"reading {folder}", unit="clips") as shown:
+        for number, line in enumerate(shown, start=1):
+            if not line.strip():
+                continue
+            fields = line.split("|")
+            at = f"{folder / 'metadata.csv'}, line {number}"
+            if len(fields) < 2 or not fields[0].strip() or not fields[-1].strip():
+                raise DataError(f"{at}: expected 'id|transcript|normalized transcript', got {line[:80]!r}")
+            path = folder / "wavs" / f"{fields[0].strip()}.wav"
+            if not path.is_file():
+                raise DataError(f"{at}: no audio file {path}")
+            waves.append(fit_length(read_wav(path, sample_rate)[0], num_samples, str(path)))
+            texts.append(clean(fields[-1].strip()))
+            where.append(f"{at} ({path.name})")
+            ids.append(fields[0].strip())
     if not waves:
         raise DataError(f"{folder / 'metadata.csv'} lists no clips")
     rows = {"train": (waves, texts, where)}
@@ -465,38 +472,41 @@ def digit_strings(folder, utterances=(2000, 300), *, sample_rate=8000, num_sampl
         raise DataError(f"overlap and loudness must be at least 0; got overlap={overlap}, "
                         f"loudness={loudness}")
     rows = {}
-    for offset, (split, count) in enumerate(zip(("train", "test"), utterances)):
-        by_digit = {d: [path for path, label in files[split] if label == str(d)] for d in range(10)}
-        missing = [d for d, paths in by_digit.items() if not paths]
-        if missing:
-            raise DataError(f"{folder}: the {split} split has no recording of digits {missing}; digit "
-                            "strings need every digit in both splits")
-        cache = {}     # path -> trimmed clip: only the clips drawn are read
+    with progress.bar(what=f"making digit strings from {folder}", total=sum(utterances),
+                      unit="utterances") as shown:
+        for offset, (split, count) in enumerate(zip(("train", "test"), utterances)):
+            by_digit = {d: [path for path, label in files[split] if label == str(d)] for d in range(10)}
+            missing = [d for d, paths in by_digit.items() if not paths]
+            if missing:
+                raise DataError(f"{folder}: the {split} split has no recording of digits {missing}; digit "
+                                "strings need every digit in both splits")
+            cache = {}     # path -> trimmed clip: only the clips drawn are read
 
-        def clip(path):
-            if path not in cache:
-                cache[path] = trim_silence(read_wav(path, sample_rate)[0], sample_rate=sample_rate)
-            return cache[path]
+            def clip(path):
+                if path not in cache:
+                    cache[path] = trim_silence(read_wav(path, sample_rate)[0], sample_rate=sample_rate)
+                return cache[path]
 
-        rng = np.random.default_rng([seed, offset])
-        continuous = split == "train" and (overlap > 0 or loudness > 0)
-        waves, texts = [], []
-        for _ in range(count):
-            digits = rng.integers(0, 10, rng.integers(1, max_digits + 1))
-            clips = [clip(by_digit[d][rng.integers(len(by_digit[d]))]) for d in digits]
-            if continuous:
-                digits, wave = _continuous(digits, clips, rng, sample_rate, num_samples, pause, overlap,
-                                           loudness)
-            else:
-                gaps = [np.zeros(int(rng.uniform(*pause) * sample_rate), np.float32)
-                        for _ in range(len(clips) + 1)]
-                while len(clips) > 1 and sum(map(len, clips + gaps)) > num_samples:
-                    digits, clips, gaps = digits[:-1], clips[:-1], gaps[:-1]
-                parts = [gaps[0]] + [part for clip_, gap in zip(clips, gaps[1:]) for part in (clip_, gap)]
-                wave = np.concatenate(parts)
-            waves.append(fit_length(wave[:num_samples], num_samples))
-            texts.append(" ".join(DIGIT_WORDS[d] for d in digits))
-        rows[split] = waves, texts, [f"{split} utterance {i}" for i in range(count)]
+            rng = np.random.default_rng([seed, offset])
+            continuous = split == "train" and (overlap > 0 or loudness > 0)
+            waves, texts = [], []
+            for _ in range(count):
+                digits = rng.integers(0, 10, rng.integers(1, max_digits + 1))
+                clips = [clip(by_digit[d][rng.integers(len(by_digit[d]))]) for d in digits]
+                if continuous:
+                    digits, wave = _continuous(digits, clips, rng, sample_rate, num_samples, pause, overlap,
+                                               loudness)
+                else:
+                    gaps = [np.zeros(int(rng.uniform(*pause) * sample_rate), np.float32)
+                            for _ in range(len(clips) + 1)]
+                    while len(clips) > 1 and sum(map(len, clips + gaps)) > num_samples:
+                        digits, clips, gaps = digits[:-1], clips[:-1], gaps[:-1]
+                    parts = [gaps[0]] + [part for clip_, gap in zip(clips, gaps[1:]) for part in (clip_, gap)]
+                    wave = np.concatenate(parts)
+                waves.append(fit_length(wave[:num_samples], num_samples))
+                texts.append(" ".join(DIGIT_WORDS[d] for d in digits))
+                shown.update(1)
+            rows[split] = waves, texts, [f"{split} utterance {i}" for i in range(count)]
     return rows
 
 

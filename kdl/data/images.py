@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from kdl import progress
 from kdl.data import idx
 from kdl.data.dataset import Dataset, class_names_for
 from kdl.data.io import resolve_path, subfolders, unsupported_source, walk_folder
@@ -238,9 +239,10 @@ def _image_shape(paths, image_size):
     H and W are None when sizes differ (allowed only with image_size); C is 1 if all are grey, else 3.
     """
     headers = {}
-    for path in paths:
-        with decoded_image(path) as image:
-            headers[path] = image.size, image.mode
+    with progress.bar(paths, what="checking the images", unit="images") as shown:
+        for path in shown:
+            with decoded_image(path) as image:
+                headers[path] = image.size, image.mode
     (width, height), _ = headers[paths[0]]
     odd = next((path for path in paths if headers[path][0] != (width, height)), None)
     if odd is not None and image_size is None:

@@ -31,6 +31,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from kdl import progress
 from kdl.data.dataset import Dataset, class_names_for
 from kdl.data.io import (
     read_lines,
@@ -147,16 +148,15 @@ def _class_folder_rows(folder, class_names):
         unknown = sorted(set(class_names or ()) - set(found))
         if unknown:
             raise DataError(f"class_names {unknown} are not sub-folders of {split_folder}; found {found}")
-        texts, labels, where = [], [], []
+        labelled = []
         for name in class_names or found:
             files = walk_folder(split_folder / name, (".txt",))[1]
             if not files:
                 raise DataError(f"class folder {split_folder / name} holds no .txt files")
-            for path in files:
-                texts.append(read_text(path))
-                labels.append(name)
-                where.append(str(path))
-        rows[split] = texts, labels, where
+            labelled += [(path, name) for path in files]
+        with progress.bar(labelled, what=f"reading {split_folder}", unit="files") as shown:
+            texts = [read_text(path) for path, _ in shown]
+        rows[split] = texts, [name for _, name in labelled], [str(path) for path, _ in labelled]
     return rows
 
 

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdl import progress
 from kdl.data.io import decode_text, split_lines
 from kdl.errors import ConfigError, DataError
 
@@ -57,16 +58,19 @@ class Tokenizer:
         """A tokenizer whose vocabulary is learned from `texts`, a tf.data.Dataset of strings."""
         _check(kind, ngrams)
         batched = texts.batch(1024)
-        if kind == "words":
-            layer = keras.layers.TextVectorization(max_tokens=vocabulary_size,
-                                                   ngrams=ngrams if ngrams > 1 else None)
-            layer.adapt(batched)
-            vocabulary = layer.get_vocabulary(include_special_tokens=False)
-        else:
-            import keras_hub
+        count = int(texts.cardinality())
+        what = f"learning a {kind} vocabulary" + (f" from {count:,} texts" if count >= 0 else "")
+        with progress.stage(what):
+            if kind == "words":
+                layer = keras.layers.TextVectorization(max_tokens=vocabulary_size,
+                                                       ngrams=ngrams if ngrams > 1 else None)
+                layer.adapt(batched)
+                vocabulary = layer.get_vocabulary(include_special_tokens=False)
+            else:
+                import keras_hub
 
-            vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-                batched, vocabulary_size, lowercase=lowercase, reserved_tokens=WORDPIECE_RESERVED)
+                vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+                    batched, vocabulary_size, lowercase=lowercase, reserved_tokens=WORDPIECE_RESERVED)
         if not [token for token in vocabulary if token not in WORDPIECE_RESERVED]:
             raise DataError("the training texts hold no tokens (every text is empty, or only "
                             "punctuation and spaces): there is no vocabulary to learn")
@@ -124,10 +128,14 @@ class Tokenizer:
 
     def to_lists(self, texts, batch_size=1024):
         """A list of strings -> one list of token ids per string, untruncated when max_length is None."""
-        texts = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
+        texts = list(texts)
+        batches = tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string)).batch(batch_size)
         lists = []
-        for ids in texts.batch(batch_size).map(self.layer).as_numpy_iterator():
-            lists += [row.tolist() for row in (ids.to_list() if hasattr(ids, "to_list") else ids)]
+        with progress.bar(what="tokenizing", total=len(texts), unit="texts") as shown:
+            for ids in batches.map(self.layer).as_numpy_iterator():
+                rows = ids.to_list() if hasattr(ids, "to_list") else [row.tolist() for row in ids]
+                lists += rows
+                shown.update(len(rows))
         return lists
 
     def token_id(self, token):

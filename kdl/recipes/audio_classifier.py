@@ -11,7 +11,7 @@ names and probabilities out.
 import dataclasses
 
 from kdl import models
-from kdl.config import ClassificationDataConfig, TrainConfig
+from kdl.config import CardConfig, ClassificationDataConfig, TrackConfig, TrainConfig
 from kdl.data import load_audio, waveform_batch
 from kdl.recipes.audio import AudioModelConfig, WaveformDataConfig, WaveformTask
 from kdl.recipes.classifier import Classifier
@@ -35,6 +35,8 @@ class AudioClassifierConfig:
     model: AudioClassifierModelConfig = dataclasses.field(default_factory=AudioClassifierModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         epochs=30, learning_rate=3e-3, schedule="cosine", steps_per_execution=4))
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    card: CardConfig = dataclasses.field(default_factory=CardConfig)
 
 
 class AudioClassifier(WaveformTask, Classifier):
@@ -62,6 +64,13 @@ class AudioClassifier(WaveformTask, Classifier):
         """Accepts WAV file paths and 1-D waveforms at data.sample_rate, alone or in a list, or
         an (N, samples) array; each is padded or centre-cropped to the model's clip length."""
         return waveform_batch(inputs, self.model.input_shape[1], self.config.data.sample_rate)
+
+    def card_notes(self):
+        data = self.config.data
+        return [f"Input: mono audio at {data.sample_rate:,} Hz, values -1..1 (WAV files are mixed down and "
+                f"resampled to it), one clip of {data.max_seconds:g} s per prediction: a shorter clip is "
+                "padded at the end, a longer one centre-cropped, so what it is to hear must fall within it.",
+                *super().card_notes()]
 
 
 def audio_classifier(dataset="fsdd/recordings", model="cnn", *, data_root=None, **overrides):

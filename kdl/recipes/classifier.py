@@ -53,3 +53,9 @@ class Classifier(Recipe):
 
     def save_report_extras(self, path):
         self.report.plot_confusion_matrix(path / "confusion_matrix.png")
+
+    def card_notes(self):
+        count = len(self.config.data.classes or self.config.data.class_names or [])
+        return [f"Always answers one of its {count} classes, even for an input that is none of them "
+                "(it has no \"other\" class); a high probability does not mean the input is like its "
+                "training data.", *super().card_notes()]

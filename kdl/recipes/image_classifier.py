@@ -14,7 +14,7 @@ import typing
 import numpy as np
 
 from kdl import models
-from kdl.config import ClassificationDataConfig, ModelConfig, TrainConfig
+from kdl.config import CardConfig, ClassificationDataConfig, ModelConfig, TrackConfig, TrainConfig
 from kdl.data import load_images
 from kdl.data.images import IMAGE_SUFFIXES, conform_pixels, conform_split_images, read_image
 from kdl.errors import DataError, warn
@@ -42,6 +42,8 @@ class ImageClassifierConfig:
     model: ImageModelConfig = dataclasses.field(default_factory=ImageModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         epochs=20, learning_rate=2e-3, schedule="cosine", steps_per_execution=8))
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    card: CardConfig = dataclasses.field(default_factory=CardConfig)
 
 
 class ImageClassifier(Classifier):
@@ -88,6 +90,16 @@ class ImageClassifier(Classifier):
         return {**super().export_description(), "input_meaning": (
             "images (batch, H, W, C): float32 pixel values 0..255 (the model rescales them)")}
 
+    def card_notes(self):
+        height, width, channels = self.model.input_shape[1:]
+        notes = [f"Input: {height}x{width} images of {channels} channel{'s' * (channels != 1)}, pixel values "
+                 "0..255 (the model rescales them; values 0..1 look almost black to it). Image files, and "
+                 "arrays of another size or channel count, are converted and resized to it as in training."]
+        data = self.__dict__.get("data")      # the training images, when this recipe loaded them
+        if data is not None and channels == 1 and data.info.num_examples.get("train"):
+            notes.append(_polarity(data.splits["train"]))
+        return [*notes, *super().card_notes()]
+
     def prepare_inputs(self, images):
         """Accepts image file paths, or arrays with pixel values 0..255: one image (H, W) or
         (H, W, C) with C of 1, 3 or 4, or a batch (N, H, W[, C]). Files and arrays of another size
@@ -130,6 +142,23 @@ def image_classifier(dataset="digits", model="cnn", *, data_root=None, **overrid
         (e.g. filters=[32, 64] for "cnn", blocks=3, width=16 for "resnet").
     """
     return ImageClassifier.new(dataset, model, data_root, overrides)
+
+
+def _polarity(train):
+    """Which way the one-channel training images `train` are drawn (bright on dark, or dark on
+    light), from the median of their border pixels (the background) against their mean."""
+    images = np.concatenate([x for x, _ in train.batch(256).take(2).as_numpy_iterator()]).astype("float32")
+    border = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=None)
+    background, mean = float(np.median(border)), float(images.mean())
+    seen = (f"in its training images the median border pixel, the background, is {background:.0f} of 255 "
+            f"and the mean pixel {mean:.0f}")
+    if background < mean:
+        return (f"Polarity: bright strokes or objects on a dark background ({seen}). Invert (255 - x) "
+                "images drawn dark on light, such as ink on paper, before predicting.")
+    if background > mean:
+        return (f"Polarity: dark strokes or objects on a light background ({seen}). Invert (255 - x) "
+                "images drawn light on dark before predicting.")
+    return f"Polarity: none found ({seen})."
 
 
 def _read_image(path, size, channels):

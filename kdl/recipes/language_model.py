@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdl import models
-from kdl.config import DataConfig, ModelConfig, TrainConfig, setting
+from kdl.config import CardConfig, DataConfig, ModelConfig, TrackConfig, TrainConfig, setting
 from kdl.data import Tokenizer, batches
 from kdl.data.corpus import load_corpus
 from kdl.data.tokenizers import WORDPIECE_RESERVED
@@ -86,6 +86,8 @@ class LanguageModelConfig:
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         epochs=5, learning_rate=1e-3, schedule="cosine"))
     predict: PredictConfig = dataclasses.field(default_factory=PredictConfig)
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    card: CardConfig = dataclasses.field(default_factory=CardConfig)
 
 
 # --- the recipe -----------------------------------------------------------------------------------
@@ -342,6 +344,16 @@ class LanguageModel(TokenizedText, Recipe):
                 "tokenizer": {"kind": data.tokenizer, "max_length": data.max_length,
                               "ngrams": data.ngrams, "vocabulary": self.vocabulary_file,
                               "mask_token": MASK}}
+
+    def card_notes(self):
+        data = self.config.data
+        return [f"Fills in {MASK}: input is text with {MASK} where a token is to be predicted, within its "
+                f"first {data.max_length} tokens; it lists the {self.config.predict.top_k} likeliest of the "
+                f"{self.tokenizer.vocabulary_size:,} tokens of its {data.tokenizer} vocabulary "
+                f"({self.vocabulary_file}) per {MASK}. Words outside it all read as one unknown token.",
+                "Made to be fine-tuned: a text classifier with `model.backbone` = this run starts from its "
+                "encoder and vocabulary; on its own it answers no task but filling in masked words.",
+                *super().card_notes()]
 
     # -- run directory ------------------------------------------------------------------------------
     def check_vocabulary(self, path):

@@ -26,7 +26,7 @@ import warnings
 import keras
 import numpy as np
 
-from kdl import backend, distribute, finetune, runs
+from kdl import backend, distribute, finetune, runs, tracking
 from kdl import config as configs
 from kdl.callbacks import Backup, Checkpoint, DivergenceStop
 from kdl.config import TrainConfig  # noqa: F401  (re-exported: kdl.recipes.TrainConfig)
@@ -162,6 +162,14 @@ class Recipe:
         embeddings, the log-mel features; None when there is none (a task hook; kdl.explain)."""
         return None
 
+    def card_notes(self):
+        """What the model card (RUN/README.md, kdl.card) says this run's model is for, the input
+        it expects and where it falls short: Markdown sentences, one a bullet (a task hook; tasks
+        put their own first)."""
+        source = "in-memory arrays" if self.config.data.source == "arrays" else f"`{self.config.data.source}`"
+        return [f"Learned from, and scored on, {source} only: inputs unlike them (another domain, "
+                "language, device or set-up) may do much worse, by an amount not measured here."]
+
     # -- shared behaviour --------------------------------------------------------------
     @functools.cached_property
     def data(self):
@@ -263,8 +271,10 @@ class Recipe:
             return
         before = _read_toml(folder / CONFIG_FILE)
         now = tomllib.loads(configs.to_toml(self.config))
-        for config in (before, now):      # where the data was found may differ, not what it is
+        for config in (before, now):      # where the data was found may differ, not what it is,
             config.get("data", {}).pop("root", None)
+            config.pop(tracking.SECTION, None)     # where the run is logged,
+            config.pop("card", None)               # and what its model card says
         changed = configs.differences(before, now)
         if changed:
             raise ConfigError(f"{folder} holds an interrupted run (its {BACKUP_DIR}/) started with another "
@@ -414,17 +424,23 @@ class Recipe:
 
         The whole directory is replaced atomically (kdl.runs.write_directory): a kill during
         save leaves the old or the new complete run. Files written by `fit(out=path)`
-        (history.csv, checkpoint.keras) are kept.
+        (history.csv, checkpoint.keras, tensorboard/) are kept. The saved run is then logged as
+        its [track] section says (kdl.tracking): its report and hyperparameters to TensorBoard,
+        the whole run to MLflow.
         """
         self._require_model("save")
         path = pathlib.Path(path)
         check_run_directory(path, self.task)
         with runs.lock(path):
             self._save(path)
+            tracking.log_saved_run(self, path)     # TensorBoard's hparams and report; MLflow
         self.run_dir = path
         return path
 
     def _save(self, path):
+        from kdl import card
+
+        card_file = card.card_file(path)     # README.md, unless the folder has a README of its own
 
         def fill(tmp):
             self.model.save(tmp / MODEL_FILE)
@@ -434,23 +450,27 @@ class Recipe:
             if self.report is not None:
                 self.report.to_json(tmp / REPORT_FILE)
                 self.save_report_extras(tmp)
+            card.write(self, tmp, path, card_file)      # the model card, from all of the above
 
-        runs.write_directory(path, fill, replaces=(MODEL_FILE, CONFIG_FILE, REPORT_FILE))
+        runs.write_directory(path, fill, replaces=(MODEL_FILE, CONFIG_FILE, REPORT_FILE, card_file,
+                                                   card.CURVES_FILE))
         return path
 
     def export(self, path, format="keras"):
         """Export the model for serving into the folder `path`: "keras" (model.keras),
-        "saved_model" (TensorFlow SavedModel) or "onnx" (model.onnx), with signature.json and
-        the task's assets (a text run's vocabulary). The export is checked against the Keras
-        model before it is kept. See kdl.export and docs/export.md for what each backend can
-        produce; a format the active backend cannot produce is a BackendError.
+        "saved_model" (TensorFlow SavedModel) or "onnx" (model.onnx), with signature.json, the
+        task's assets (a text run's vocabulary) and the run's model card (README.md, kdl.card).
+        The export is checked against the Keras model before it is kept. See kdl.export and
+        docs/export.md for what each backend can produce; a format the active backend cannot
+        produce is a BackendError.
         """
-        from kdl import export
+        from kdl import card, export
 
         self._require_model("export")
         export.check_format(format)
         return export.export(self.model, path, format, sample=self.export_sample(),
-                             description=self.export_description(), write_assets=self.save_assets)
+                             description=self.export_description(), write_assets=self.save_assets,
+                             write_card=lambda folder: card.copy(self, folder))
 
     def export_sample(self):
         """An input batch the export is checked on (tasks whose inputs are not 0..255 floats
@@ -516,7 +536,7 @@ class Recipe:
             callbacks.append(Backup(out / BACKUP_DIR))    # a killed run resumes from it; deleted at the end
             callbacks += [keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=self._continuing),
                           Checkpoint(out / CHECKPOINT_FILE, self._divergence)]
-        return callbacks
+        return callbacks + tracking.callbacks(self, out, fresh=not self._continuing)   # out/tensorboard
 
     def __repr__(self):
         state = "trained" if self.history else ("loaded" if self.model else "new")

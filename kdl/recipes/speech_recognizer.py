@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from kdl import models
-from kdl.config import TrainConfig, setting
+from kdl.config import CardConfig, TrackConfig, TrainConfig, setting
 from kdl.data import batches, ctc_labels, load_transcripts, waveform_batch
 from kdl.data.io import read_text, resolve_path
 from kdl.errors import ConfigError, DataError
@@ -74,6 +74,8 @@ class SpeechRecognizerConfig:
     model: SpeechModelConfig = dataclasses.field(default_factory=SpeechModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         epochs=30, learning_rate=1e-3, schedule="cosine"))
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    card: CardConfig = dataclasses.field(default_factory=CardConfig)
 
 
 class SpeechRecognizer(WaveformTask, Recipe):
@@ -241,6 +243,18 @@ class SpeechRecognizer(WaveformTask, Recipe):
     def export_description(self):
         return {**super().export_description(), "output_meaning": (
             "per-frame log-probabilities: id 0 the CTC blank, id i the i-th character of characters.json")}
+
+    def card_notes(self):
+        data, model = self.config.data, self.config.model
+        lexicon = "; it writes only words of its lexicon" if model.decoder == "lexicon" else ""
+        case = ", lower-cased" if data.lowercase else ""
+        return [f"Input: mono audio at {data.sample_rate:,} Hz, values -1..1 (WAV files are mixed down and "
+                f"resampled to it), at most {data.max_seconds:g} s a clip: a longer clip is refused (cut it "
+                "first).",
+                f"Writes only the {len(self.characters)} characters of its vocabulary "
+                f"({''.join(self.characters)!r}, {CHARACTERS_FILE}){case}; decoder "
+                f"{model.decoder!r}{lexicon}.",
+                *super().card_notes()]
 
     def save_assets(self, path):
         text = json.dumps(list(self.characters), ensure_ascii=False)

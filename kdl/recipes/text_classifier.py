@@ -11,7 +11,7 @@ import dataclasses
 import functools
 
 from kdl import models
-from kdl.config import ClassificationDataConfig, ModelConfig, TrainConfig, setting
+from kdl.config import CardConfig, ClassificationDataConfig, ModelConfig, TrackConfig, TrainConfig, setting
 from kdl.data import Tokenizer, batches, load_texts, tokenized
 from kdl.recipes.classifier import Classifier
 from kdl.recipes.recipe import as_strings
@@ -42,6 +42,8 @@ class TextClassifierConfig:
     model: TextModelConfig = dataclasses.field(default_factory=TextModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
         epochs=5, learning_rate=1e-3, schedule="cosine", early_stopping=2))
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    card: CardConfig = dataclasses.field(default_factory=CardConfig)
 
 
 class TextClassifier(TokenizedText, Classifier):
@@ -129,6 +131,14 @@ class TextClassifier(TokenizedText, Classifier):
             "vocabulary file (one token a line) the way kdl.data.Tokenizer does"),
             "tokenizer": {"kind": data.tokenizer, "max_length": data.max_length,
                           "ngrams": data.ngrams, "vocabulary": "vocabulary.txt"}}
+
+    def card_notes(self):
+        data = self.config.data
+        return [f"Input: text in the language of its training texts, tokenized with the {data.tokenizer} "
+                f"vocabulary of {self.tokenizer.vocabulary_size:,} tokens learned from them (vocabulary.txt"
+                f"{', plus word pairs' if data.ngrams > 1 else ''}) and cut or padded to {data.max_length} "
+                f"tokens: only a text's first {data.max_length} tokens count, and every word outside the "
+                "vocabulary reads as the same unknown token.", *super().card_notes()]
 
 def token_embeddings(model):
     """(the name of the model's top-level layer that embeds its token ids, "token embeddings"), or

@@ -18,7 +18,7 @@ import pathlib
 import numpy as np
 
 from kdl import models
-from kdl.config import DataConfig, ModelConfig, TrainConfig, setting
+from kdl.config import CardConfig, DataConfig, ModelConfig, TrackConfig, TrainConfig, setting
 from kdl.data import Tokenizer, bucketed_batches, load_parallel, pad_ids
 from kdl.errors import ConfigError, warn
 from kdl.recipes.recipe import MODEL_FILE, Recipe, as_strings
@@ -72,6 +72,8 @@ class TranslatorConfig:
     train: TranslatorTrainConfig = dataclasses.field(default_factory=lambda: TranslatorTrainConfig(
         epochs=10, learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=1000))
     decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    card: CardConfig = dataclasses.field(default_factory=CardConfig)
 
 
 class Translator(Recipe):
@@ -239,6 +241,21 @@ class Translator(Recipe):
                 "output_meaning": ("next-token probabilities (batch, L, target vocabulary): decode greedily "
                                    f"or with beam search until {END}"),
                 "max_length": self.config.data.max_length}
+
+    def card_notes(self):
+        data, decode = self.config.data, self.config.decode
+        source, target = data.source_language, data.target_language
+        sizes = {side: f"{tokenizer.vocabulary_size:,}" for side, tokenizer in self.tokenizers.items()}
+        files = (SHARED_VOCABULARY_FILE if data.shared_vocabulary else
+                 f"{VOCABULARY_FILES['source']}, {VOCABULARY_FILES['target']}")
+        return [f"Translates {source} into {target}, one sentence at a time (nothing carries over between "
+                "sentences).",
+                f"Input: {source} sentences of up to {data.max_length} WordPiece tokens (a longer one is "
+                f"cut, with a warning, and its end is not translated); vocabularies of {sizes['source']} "
+                f"{source} and {sizes['target']} {target} tokens learned from the training pairs ({files}); "
+                f"{'lower-cased' if data.lowercase else 'cased'}. Decoded by beam search "
+                f"(decode.beam_size = {decode.beam_size}, length_penalty = {decode.length_penalty:g}).",
+                *super().card_notes()]
 
     # -- run directory ---------------------------------------------------------------------------------
     def save_assets(self, path):
