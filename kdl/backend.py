@@ -138,6 +138,13 @@ def use_exact_float32():
         torch.backends.cudnn.allow_tf32 = False
 
 
+def sync_training_state(model):
+    """Bring the trainer's state back into `model`'s variables, to read them between steps of an
+    epoch: Keras' JAX trainer keeps it outside them until the epoch ends (a no-op elsewhere)."""
+    if name() == "jax":
+        model.jax_state_sync()
+
+
 def gradient(function, x):
     """(values, gradients) as NumPy: `function` maps a batch `x` to one value per example (B,), and
     gradients[i] = d values[i] / d x[i] (the gradient of their sum: examples do not interact in

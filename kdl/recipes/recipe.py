@@ -200,6 +200,7 @@ class Recipe:
         kdl run is refused unless `overwrite` (kdl's files are added, the folder's own are
         kept). `steps_per_epoch`: stop each epoch after this many batches. See docs/runs.md.
         """
+        tracking.check(self.config.track)      # MLflow asked for but unusable: before any write
         if out is None:
             return self._fit(epochs, None, verbose, callbacks, steps_per_epoch)
         out = pathlib.Path(out)

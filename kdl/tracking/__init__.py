@@ -2,8 +2,9 @@
 TensorBoard event files in every run (`RUN/tensorboard/`, kdl.tracking.tensorboard) and, when
 asked, MLflow (kdl.tracking.mlflow: `pip install 'kdl[track]'`). See docs/tracking.md.
 
-A recipe's fit adds `callbacks(recipe, run_dir)`; its save calls `log_saved_run(recipe, run_dir)`.
-Both log the same flattened recipe (`params`), without the `[track]` section itself:
+A recipe's fit calls `check(track)` before it writes anything and adds `callbacks(recipe, run_dir)`;
+its save calls `log_saved_run(recipe, run_dir)`. Both log the same flattened recipe (`params`),
+without the `[track]` section itself:
 
 >>> params({"train": {"epochs": 3, "schedule": "cosine"}, "model": {"options": {"filters": [8, 16]}},
 ...         "track": {"mlflow": True}})
@@ -33,16 +34,21 @@ def params(values, _prefix=""):
     return flat
 
 
-def callbacks(recipe, run_dir, fresh):
-    """The tracking callbacks of one fit of `recipe` into `run_dir` (None: no run directory):
-    Keras' TensorBoard callback writing RUN/tensorboard/ (started afresh when `fresh`, a new
-    training rather than a resumed or continued one). MLflow is checked now, so that a missing
-    package or an unreachable server fails before training rather than after it."""
-    track = recipe.config.track
+def check(track):
+    """Fail with one clear error if the TrackConfig `track` asks for MLflow and it cannot be used
+    (not installed, an unknown scheme, a server that does not answer): `fit` calls it before it
+    writes anything, so a run is never started that could not be logged."""
     if track.mlflow:
         from kdl.tracking import mlflow
 
         mlflow.check(track)
+
+
+def callbacks(recipe, run_dir, fresh):
+    """The tracking callbacks of one fit of `recipe` into `run_dir` (None: no run directory):
+    Keras' TensorBoard callback writing RUN/tensorboard/ (started afresh when `fresh`, a new
+    training rather than a resumed or continued one)."""
+    track = recipe.config.track
     if run_dir is None or not track.tensorboard:
         return []
     from kdl.tracking import tensorboard

@@ -80,7 +80,7 @@ class TensorBoard(keras.callbacks.TensorBoard):
         if not every or not logs or self._step // every == self._logged // every:
             return
         self._logged = self._step
-        _sync(self.model)
+        backend.sync_training_state(self.model)
         values = {f"batch_{name}": value for name, value in logs.items()}
         values["batch_learning_rate"] = learning_rate(self.model.optimizer)
         with self._train_writer.as_default(step=self._step):
@@ -142,14 +142,6 @@ def _pictures(recipe, report):
                     for path in sorted(pathlib.Path(tmp).glob("*.png"))}
     finally:
         recipe.report = kept
-
-
-def _sync(model):
-    """Bring the trainer's state back into the model's variables before reading them between
-    steps: Keras' JAX trainer keeps it outside them during an epoch (its callback hook)."""
-    sync = getattr(model, "jax_state_sync", None)
-    if sync is not None:
-        sync()
 
 
 def _scalar(value, kind):
