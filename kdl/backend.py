@@ -100,12 +100,13 @@ def accelerator():
 
 def steps_per_execution(requested):
     """`requested`, or 1 on PyTorch, whose Keras trainer runs exactly one step per call, and
-    under a tf.distribute.MirroredStrategy, whose multi-step loop fails in Keras 3
+    under a tf.distribute.(MultiWorker)MirroredStrategy, whose multi-step loop fails in Keras 3
     (keras-team/keras#19246: "You must feed a value for placeholder tensor")."""
     if name() == "tensorflow":
         import tensorflow as tf
 
-        if isinstance(tf.distribute.get_strategy(), tf.distribute.MirroredStrategy):
+        if isinstance(tf.distribute.get_strategy(), (tf.distribute.MirroredStrategy,
+                                                     tf.distribute.MultiWorkerMirroredStrategy)):
             return 1
     return 1 if name() == "torch" else int(requested)
 

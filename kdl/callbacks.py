@@ -16,6 +16,7 @@ named is the last batch of the execution in which the loss was first seen non-fi
 (1, 5, nan)
 """
 
+import json
 import math
 import os
 import pathlib
@@ -24,6 +25,7 @@ import time
 import keras
 import numpy as np
 
+from kdl import distribute
 from kdl.errors import RunError, TrainingDiverged
 
 
@@ -85,7 +87,8 @@ class Checkpoint(keras.callbacks.Callback):
             return
         partial = self.path.with_name(f".{self.path.stem}.partial.keras")
         try:
-            self.model.save(partial)
+            with distribute.local():
+                self.model.save(partial)
             with open(partial, "rb") as written:
                 os.fsync(written.fileno())
             os.replace(partial, self.path)
@@ -101,11 +104,37 @@ class Checkpoint(keras.callbacks.Callback):
 class Backup(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore in `folder`, keeping the previous epoch's backup too (a kill while
     one is written falls back to the other); a backup that cannot be restored (truncated, or
-    from another model) is a RunError naming the file and the choice, not a Keras traceback."""
+    from another model) is a RunError naming the file and the choice, not a Keras traceback.
+    `write=False`: restore only (every process of a multi-process run resumes from process 0's)."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, write=True):
         super().__init__(str(folder), double_checkpoint=True)
         self.folder = pathlib.Path(folder)
+        self.write = write      # False: only restore (the other processes of a multi-process run)
+
+    @staticmethod
+    def saved_epoch(folder):
+        """The number of epochs the backup in `folder` holds (0: none, or unreadable)."""
+        try:
+            return int(json.loads((pathlib.Path(folder) / "training_metadata.json").read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.write:
+            super().on_epoch_end(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.write:
+            super().on_train_batch_end(batch, logs)
+
+    def on_train_end(self, logs=None):
+        if self.write:      # Keras deletes the backup when training ends
+            super().on_train_end(logs)
+
+    def _save_model(self):
+        with distribute.local():
+            super()._save_model()
 
     def on_train_begin(self, logs=None):
         try:
@@ -115,6 +144,19 @@ class Backup(keras.callbacks.BackupAndRestore):
             raise RunError(f"cannot resume from the backup in {str(self.folder)!r} (written by an "
                            f"interrupted run): {reason}. Pass --restart (fit(restart=True)) to discard "
                            "the interrupted training and start again.") from None
+
+
+class AverageOverProcesses(keras.callbacks.Callback):
+    """Each epoch's logs averaged over the processes of a multi-process run whose engine logs
+    every process's own slice (PyTorch): the slices are equal, so the mean of their means is the
+    global batch's. First in the list, so that history, CSV and TensorBoard see the averages."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs:
+            return
+        everyone = distribute.all_gather({name: float(value) for name, value in logs.items()})
+        for name in logs:
+            logs[name] = float(np.mean([theirs[name] for theirs in everyone]))
 
 
 class EpochLine(keras.callbacks.Callback):

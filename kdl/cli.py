@@ -95,25 +95,31 @@ def _train(args):
         recipe = recipes.create(args.recipe, overrides, data_root=args.data_root)
     out = pathlib.Path(args.out or pathlib.Path("runs") / path.stem)
     distribute.initialize(recipe.config.train.distribute)   # join a multi-process run first
+    chief = distribute.is_chief()     # process 0 of a multi-process run writes and reports
+    if not chief:
+        progress.set_quiet(True)
+    say = print if chief else (lambda *args, **kwargs: None)
     model = recipe.config.model
     model = f"backbone {model.backbone!r}" if model.backbone else f"model {model.name!r}"
-    print(f"kdl: training {recipe.task} ({model}, data "
-          f"{recipe.config.data.source!r}) on {backend.name()} [{', '.join(backend.devices())}]",
-          flush=True)
-    lines = [EpochLine(recipe.config.train.epochs)] if args.quiet else []   # instead of the bar
-    chief = distribute.is_chief()     # process 0 of a multi-process run writes the run directory
-    check_run_directory(out, recipe.task, overwrite=args.overwrite)
+    index, count = distribute.world()
+    say(f"kdl: training {recipe.task} ({model}, data {recipe.config.data.source!r}) on "
+        f"{backend.name()} [{', '.join(backend.devices())}]"
+        f"{f' with {count} processes' if count > 1 else ''}", flush=True)
+    lines = [EpochLine(recipe.config.train.epochs)] if args.quiet and chief else []   # instead of the bar
+    if chief:
+        check_run_directory(out, recipe.task, overwrite=args.overwrite)
     try:
         with runs.lock(out) if chief else contextlib.nullcontext():   # fit, evaluate and save as one
             start = time.perf_counter()
-            recipe.fit(out=out, verbose=0 if args.quiet else "auto", callbacks=lines,
+            recipe.fit(out=out, verbose=0 if args.quiet or not chief else "auto", callbacks=lines,
                        restart=args.restart, overwrite=args.overwrite)
             seconds = time.perf_counter() - start
-            report = recipe.evaluate(args.split)
+            report = recipe.evaluate(args.split)      # every process predicts its part of the split
             report.meta["fit_seconds"] = round(seconds, 2)
-            print(report)
+            say(report)
             if chief:
                 recipe.save(out)
+        distribute.barrier("run saved")       # the others end once process 0 has saved the run
     except KeyboardInterrupt:
         checkpoint = out / CHECKPOINT_FILE
         kept = f"; the last finished epoch is in {checkpoint}" if checkpoint.is_file() else ""

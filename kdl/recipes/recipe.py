@@ -14,6 +14,7 @@ fit (assets written before the first step), evaluate, predict, save/load, export
 >>> recipe.predict(images).rows()                      # doctest: +SKIP
 """
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -28,7 +29,7 @@ import numpy as np
 
 from kdl import backend, distribute, finetune, runs, tracking
 from kdl import config as configs
-from kdl.callbacks import Backup, Checkpoint, DivergenceStop
+from kdl.callbacks import AverageOverProcesses, Backup, Checkpoint, DivergenceStop
 from kdl.config import TrainConfig  # noqa: F401  (re-exported: kdl.recipes.TrainConfig)
 from kdl.data.io import source_root
 from kdl.errors import ConfigError, DataError, KdlError, RunError, warn
@@ -238,6 +239,8 @@ class Recipe:
         backend.set_seed(self.config.seed)
         backend.use_exact_float32()
         with distribute.scope(train.distribute, train.precision) as plan:   # no-op for single/fp32
+            if plan.process_count > 1:      # every process: the same recipe, kdl and libraries
+                distribute.agree(**self._identity())
             self.model = plan.model(self.model, self.build_model)
             train_batches = self.batches("train", shuffle=True)
             if not getattr(self.model, "compiled", False):
@@ -246,25 +249,45 @@ class Recipe:
                 self.compile_model(finetune.prepare(self.model, optimizer, train, steps))
             validation = self.batches("validation") if "validation" in self.data.splits else None
             validation = None if validation is None else plan.dataset(validation)
-            run_dir = plan.run_dir(out)
-            if run_dir is not None:
-                self._check_resume(pathlib.Path(run_dir))
-                self._write_config_and_assets(pathlib.Path(run_dir))
-            try:
+            run_dir = None if out is None else pathlib.Path(out)
+            if run_dir is not None and plan.chief:     # process 0 alone writes the run directory
+                self._check_resume(run_dir)
+                self._write_config_and_assets(run_dir)
+            if plan.process_count > 1:
+                distribute.barrier("run directory ready")    # the others wait until it is written
+                _check_shared(run_dir, plan)
+        train_batches = plan.dataset(train_batches)
+        plan.before_fit(self.model, train_batches)
+        if run_dir is not None:     # resuming at epoch k: shuffle as an uninterrupted run's epoch k
+            _skip_epochs(train_batches, Backup.saved_epoch(run_dir / BACKUP_DIR))
+        try:
+            with plan.fit_context():
                 self.history = self.model.fit(
-                    plan.dataset(train_batches), validation_data=validation, epochs=epochs,
-                    callbacks=self._callbacks(run_dir, validation) + list(callbacks),
+                    train_batches, validation_data=validation, epochs=epochs,
+                    callbacks=self._callbacks(run_dir, validation, plan) + list(callbacks),
                     steps_per_epoch=steps_per_epoch, shuffle=False,  # tf.data shuffles
                     verbose=verbose)
-            except RunError:
-                raise
-            except OSError as error:       # history.csv or the backup: a full disk, a lost mount
-                raise RunError(f"cannot write to the run directory {str(run_dir)!r}: "
-                               f"{error.strerror or error} ({error.filename}); its last good "
-                               "checkpoint is kept; free some space and run the same command again "
-                               "to resume") from None
+        except RunError:
+            raise
+        except OSError as error:       # history.csv or the backup: a full disk, a lost mount
+            raise RunError(f"cannot write to the run directory {str(run_dir)!r}: "
+                           f"{error.strerror or error} ({error.filename}); its last good "
+                           "checkpoint is kept; free some space and run the same command again "
+                           "to resume") from None
+        self.model = plan.release(self.model, self.build_model,
+                                  lambda model, optimizer: self.compile_model(optimizer, model))
         self._divergence.raise_if_diverged()     # TrainingDiverged: names epoch, step, checkpoint
         return self.history
+
+    def _identity(self):
+        """What every process of a multi-process run must share (kdl.distribute.agree)."""
+        from kdl import __version__
+
+        config = tomllib.loads(configs.to_toml(self.config))
+        config.get("data", {}).pop("root", None)      # where each host finds the data may differ
+        config.pop(tracking.SECTION, None)            # process 0 alone logs
+        return {"kdl version": __version__, "keras version": keras.__version__,
+                "backend": backend.name(), "recipe": "\n".join(sorted(_flatten(config)))}
 
     def _check_resume(self, folder):
         """An interrupted run is resumed only with the config it was started with."""
@@ -317,7 +340,7 @@ class Recipe:
             if name not in recipe.data.splits:
                 raise DataError(f"no split {name!r} in {recipe.data.info.source!r}; "
                                 f"it has: {', '.join(recipe.data.splits)}")
-        parts = [recipe.predict_split(name) for name in names]
+        parts = [recipe._predict_split_shared(name) for name in names]
         result = self.Result.concatenate([result for result, _ in parts])
         references = [references for _, references in parts]
         references = (np.concatenate(references) if isinstance(references[0], np.ndarray)
@@ -328,6 +351,27 @@ class Recipe:
         if data is None:
             self.report = report
         return report
+
+    def _predict_split_shared(self, split):
+        """predict_split, shared out in a multi-process run: each process predicts its own
+        contiguous part of the split, and every process gets all of them back in order before the
+        scorer sees them (kdl.distribute.all_gather)."""
+        index, count = distribute.world()
+        if count == 1:
+            return self.predict_split(split)
+        start, stop = distribute.shard_range(self.data.info.num_examples[split], index, count)
+        view = copy.copy(self)        # the same model, learned vocabularies and config
+        view.__dict__["data"] = _part(self.data, split, start, stop)
+        mine = None
+        if stop > start:
+            result, references = view.predict_split(split)
+            mine = {"result": {field.name: getattr(result, field.name)
+                               for field in dataclasses.fields(result)}, "references": references}
+        parts = [part for part in distribute.all_gather(mine) if part is not None]
+        references = [part["references"] for part in parts]
+        return (self.Result.concatenate([self.Result(**part["result"]) for part in parts]),
+                np.concatenate(references) if isinstance(references[0], np.ndarray)
+                else [item for part in references for item in part])
 
     def _on(self, source, data_options):
         """A recipe with this one's model and learned vocabularies on another data source, all of
@@ -524,14 +568,21 @@ class Recipe:
             raise ConfigError(f"train.optimizer: unknown Keras optimizer {train.optimizer!r} "
                               "(try adam, adamw, sgd, rmsprop)") from None
 
-    def _callbacks(self, out, validation):
+    def _callbacks(self, out, validation, plan):
+        """The callbacks of every fit under `plan` (kdl.distribute): process 0 writes the run
+        directory `out`, the other processes of a multi-process run only restore its backup."""
         self._divergence = DivergenceStop(None if out is None else pathlib.Path(out) / CHECKPOINT_FILE)
         callbacks = [self._divergence]        # first: the checkpoint below skips a diverged epoch
+        if plan.local_logs and plan.process_count > 1:
+            callbacks.insert(0, AverageOverProcesses())
+        writer = plan.chief
         patience = self.config.train.early_stopping
         if patience:
             monitor = "val_loss" if validation is not None else "loss"
             callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=patience,
                                                            restore_best_weights=True))
+        if out is not None and not writer:
+            return callbacks + [Backup(pathlib.Path(out) / BACKUP_DIR, write=False)]
         if out is not None:
             out = pathlib.Path(out)
             callbacks.append(Backup(out / BACKUP_DIR))    # a killed run resumes from it; deleted at the end
@@ -572,6 +623,41 @@ def check_run_directory(path, task, overwrite=False):
                               f"{', '.join(others[:5])}{' ...' * (len(others) > 5)}); refusing to "
                               "write into it. Choose a new or empty directory, or pass --overwrite "
                               "(overwrite=True) to add the run's files to it (its own files are kept).")
+
+
+def _skip_epochs(batches, epochs):
+    """Advance a reshuffled-each-epoch pipeline by `epochs` epochs without reading it: each new
+    iterator draws the next epoch's order from its seed."""
+    batches = getattr(batches, "kdl_local", batches)      # a tf.distribute dataset: its own pipeline
+    for _ in range(epochs):
+        iter(batches)
+
+
+def _part(dataset, split, start, stop):
+    """`dataset` with only examples [start, stop) of `split` (and of its transcripts)."""
+    info = dataclasses.replace(dataset.info, num_examples={**dataset.info.num_examples, split: stop - start})
+    splits = {**dataset.splits, split: dataset.splits[split].skip(start).take(stop - start)}
+    transcripts = dict(dataset.transcripts)
+    if split in transcripts:
+        transcripts[split] = transcripts[split][start:stop]
+    return dataclasses.replace(dataset, info=info, splits=splits, transcripts=transcripts)
+
+
+def _check_shared(run_dir, plan):
+    """Every process must see the run directory process 0 writes: they resume from its backup."""
+    if run_dir is None or plan.chief or (run_dir / CONFIG_FILE).is_file():
+        return
+    raise RunError(f"process {plan.process_index} cannot see {run_dir / CONFIG_FILE}, which process 0 "
+                   f"has just written: the run directory must be on storage every process reads (the "
+                   "same machine, NFS, a mounted bucket), so that all of them resume from its backup/")
+
+
+def _flatten(config, prefix=""):
+    for name, value in config.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}={value!r}"
 
 
 def _same_path(a, b):
