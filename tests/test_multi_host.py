@@ -139,21 +139,28 @@ _, single = transformer("single")                  # each process alone, on its 
 recipe, parallel = transformer("model_parallel")   # one (2, 2) mesh over both processes
 with distribute.scope("model_parallel"):      # the trained model is this process's copy: build anew
     model = recipe.build_model()
-query = next(v.value for v in model.weights if v.path.endswith("self_attention_layer/query/kernel"))
-print(json.dumps({"single": single, "parallel": parallel, "spec": list(query.sharding.spec),
-                  "shard": list(query.addressable_shards[0].data.shape),
-                  "devices": len(query.sharding.device_set)}))
+    translator = kdl.models.translator(50, 60, 16, encoder_layers=1, decoder_layers=1, width=32,
+                                       heads=4, intermediate=64)
+def layout(model, suffix):
+    value = next(v.value for v in model.weights if v.path.endswith(suffix))
+    return [list(value.sharding.spec), list(value.addressable_shards[0].data.shape),
+            len(value.sharding.device_set)]
+print(json.dumps({"single": single, "parallel": parallel,
+                  "query": layout(model, "self_attention_layer/query/kernel"),
+                  "cross": layout(translator, "decoder_0/cross_attention/query/kernel")}))
 """
 
 
 def test_jax_model_parallel_across_two_hosts(backend):
-    """keras.distribution.ModelParallel over 2 processes x 2 devices: the Transformer kernels are
-    sharded on the model axis (inside each process) and the losses are one process's."""
+    """keras.distribution.ModelParallel over 2 processes x 2 devices: the text Transformer's and
+    the translator's kernels are sharded on the model axis (inside each process), and the text
+    Transformer's losses are one process's."""
     if backend != "jax":
         pytest.skip("keras.distribution.ModelParallel is the JAX engine; this runs in the jax session")
     found = json.loads(_ok(_together("jax", ["-c", _MODEL_PARALLEL]))[0][1].strip().splitlines()[-1])
     np.testing.assert_allclose(found["parallel"], found["single"], rtol=1e-4)
-    assert (found["spec"], found["shard"], found["devices"]) == ([None, "model", None], [64, 2, 16], 4)
+    assert found["query"] == [[None, "model", None], [64, 2, 16], 4]       # 4 heads / 2, on 4 devices
+    assert found["cross"] == [[None, "model", None], [32, 2, 8], 4]        # the translator's decoder
 
 
 def test_a_killed_host_stops_the_run_and_the_same_commands_resume_it(backend, tmp_path):
