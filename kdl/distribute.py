@@ -251,8 +251,7 @@ def world():
 
         return jax.process_index(), jax.process_count()
     if name == "tensorflow" and _TF_MULTI_WORKER:
-        resolver = _TF_MULTI_WORKER[0].cluster_resolver
-        return resolver.task_id, len(_tf_workers())
+        return _tf_task_index(), len(_tf_workers())
     if name == "torch":
         import torch.distributed as dist
 
@@ -529,9 +528,10 @@ def _tf_workers():
 
 
 def _tf_task_index():
-    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
-    cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
-    offset = len(cluster.get("chief", [])) if task.get("type") == "worker" else 0
+    """This worker's place among `_tf_workers()` (a "chief" task, when named, is process 0)."""
+    config = json.loads(os.environ["TF_CONFIG"])
+    task = config.get("task", {})
+    offset = len(config["cluster"].get("chief", [])) if task.get("type") == "worker" else 0
     return offset + int(task.get("index", 0))
 
 
