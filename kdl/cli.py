@@ -101,7 +101,7 @@ def _train(args):
     say = print if chief else (lambda *args, **kwargs: None)
     model = recipe.config.model
     model = f"backbone {model.backbone!r}" if model.backbone else f"model {model.name!r}"
-    index, count = distribute.world()
+    count = distribute.world()[1]
     say(f"kdl: training {recipe.task} ({model}, data {recipe.config.data.source!r}) on "
         f"{backend.name()} [{', '.join(backend.devices())}]"
         f"{f' with {count} processes' if count > 1 else ''}", flush=True)

@@ -281,8 +281,7 @@ def all_gather(value):
     """`value` from every process of the run, in process order; every process must call it, at
     the same point. `value`: JSON data (dicts, lists, str, numbers) in which NumPy arrays may
     appear (sent as .npy, never pickled). In a single process: [value]."""
-    index, count = world()
-    if count == 1:
+    if world()[1] == 1:
         return [value]
     data = np.frombuffer(json.dumps(value, default=_to_json).encode(), dtype=np.uint8)
     gathered = {"jax": _jax_gather, "tensorflow": _tf_gather, "torch": _torch_gather}[backend.name()]
@@ -407,7 +406,7 @@ def _jax_initialize():
 
 @contextlib.contextmanager
 def _watchdog(seconds, error):
-    """End this process with `error`'s message on stderr (exit status 1) if the block has not
+    """Print `error` as a `kdl: error:` line and end this process (SIGKILL) if the block has not
     finished within `seconds`: for waits an engine aborts, or never ends, on its own. A separate
     process keeps the time, because an engine may wait holding Python's lock (TensorFlow does)."""
     import subprocess
@@ -612,7 +611,6 @@ def _tf_plan(mode, model_axis):
             with strategy.scope():
                 model._symbolic_build(data_batch=batches.kdl_local.element_spec)
             model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-
 
         # model.fit runs outside the strategy's scope (Keras trains with the strategy the model
         # was built under): a variable process 0 alone makes while saving stays its own.

@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import json
 import os
 import pathlib
 import tomllib
@@ -279,27 +280,23 @@ class Recipe:
         self._divergence.raise_if_diverged()     # TrainingDiverged: names epoch, step, checkpoint
         return self.history
 
+    def _same_model_fields(self):
+        """This recipe's config as a plain dict, less what runs of one model may differ in."""
+        return _same_model_fields(tomllib.loads(configs.to_toml(self.config)))
+
     def _identity(self):
         """What every process of a multi-process run must share (kdl.distribute.agree)."""
         from kdl import __version__
 
-        config = tomllib.loads(configs.to_toml(self.config))
-        config.get("data", {}).pop("root", None)      # where each host finds the data may differ
-        config.pop(tracking.SECTION, None)            # process 0 alone logs
-        return {"kdl version": __version__, "keras version": keras.__version__,
-                "backend": backend.name(), "recipe": "\n".join(sorted(_flatten(config)))}
+        return {"kdl version": __version__, "keras version": keras.__version__, "backend": backend.name(),
+                "recipe": json.dumps(self._same_model_fields(), sort_keys=True, default=str)}
 
     def _check_resume(self, folder):
         """An interrupted run is resumed only with the config it was started with."""
         if not (folder / BACKUP_DIR).is_dir() or not (folder / CONFIG_FILE).is_file():
             return
-        before = _read_toml(folder / CONFIG_FILE)
-        now = tomllib.loads(configs.to_toml(self.config))
-        for config in (before, now):      # where the data was found may differ, not what it is,
-            config.get("data", {}).pop("root", None)
-            config.pop(tracking.SECTION, None)     # where the run is logged,
-            config.pop("card", None)               # and what its model card says
-        changed = configs.differences(before, now)
+        before = _same_model_fields(_read_toml(folder / CONFIG_FILE))
+        changed = configs.differences(before, self._same_model_fields())
         if changed:
             raise ConfigError(f"{folder} holds an interrupted run (its {BACKUP_DIR}/) started with another "
                               f"config; changed: {'; '.join(changed)}. Resume it with the config it was "
@@ -652,12 +649,14 @@ def _check_shared(run_dir, plan):
                    "same machine, NFS, a mounted bucket), so that all of them resume from its backup/")
 
 
-def _flatten(config, prefix=""):
-    for name, value in config.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}={value!r}"
+def _same_model_fields(config):
+    """A parsed config without where the data was found (it may differ, not what it is), where
+    the run is logged and what its model card says: what a resumed run, or every process of a
+    multi-process run, must share."""
+    config.get("data", {}).pop("root", None)
+    config.pop(tracking.SECTION, None)
+    config.pop("card", None)
+    return config
 
 
 def _same_path(a, b):
