@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-runs the CPU measurements in docs/benchmarks.md, from the repository root, on an otherwise
-# idle machine:  bash benchmarks/cpu.sh [OUT]   (about 1.5 hours on 2 cores)
+# idle machine:  bash benchmarks/cpu.sh [OUT]   (about 2.5 hours on 2 cores)
 # Each step's numbers are in its run directory: report.json (accuracy, meta.fit_seconds) or
 # comparison.md / comparison.json.
 set -euo pipefail
@@ -18,3 +18,5 @@ for recipe in sst2_cnn sst2_transformer; do
 done
 kdl compare recipes/image_classification/digits_cnn.toml --epochs 3 --baseline --tuned --out "$out/compare_digits_cnn"
 kdl compare recipes/text_classification/sst2_transformer.toml --steps 300 --baseline --out "$out/compare_sst2_transformer"
+python benchmarks/conv_throughput.py
+python benchmarks/time_to_accuracy.py --out "$out/time_to_accuracy"

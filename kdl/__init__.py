@@ -9,8 +9,12 @@ and the backend can still be chosen (`kdl.backend.select("torch")`) after it.
 
 import importlib
 
+from kdl.backend import enable_compile_cache
+
 __version__ = "0.1.0"
 __all__ = ["backend", "compare", "config", "data", "errors", "evaluation", "models", "recipes"]
+
+enable_compile_cache()    # JAX's persistent compilation cache, ~/.cache/kdl/jax (kdl.backend)
 
 
 def __getattr__(name):

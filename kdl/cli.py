@@ -75,6 +75,8 @@ def _info(args):
     print(f"backend      {found['backend']}")
     print(f"devices      {', '.join(found['devices'])}")
     print(f"accelerator  {found['accelerator']}")
+    if found["compile_cache"]:
+        print(f"compile cache {found['compile_cache']}")
     for package, version in found["versions"].items():
         print(f"{package:<12} {version or '-'}")
 

@@ -47,3 +47,56 @@ def test_versions_name_the_libraries():
     assert versions["keras"] == keras.__version__
     assert {"python", "jax", "tensorflow", "torch"} <= set(versions)
 
+
+
+FIT_ONCE = """
+import json, kdl
+recipe = kdl.recipes.image_classifier(epochs=1, limit=256, steps_per_execution=4)
+print(json.dumps(recipe.fit(verbose=0).history["loss"]))
+"""
+
+
+def _fit_in_a_new_process(env):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FIT_ONCE], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1], done.stderr
+
+
+def test_a_second_process_loads_jax_programs_from_the_compile_cache(tmp_path, backend):
+    """The same recipe trained in two processes: on JAX the second loads its train step from
+    KDL_COMPILE_CACHE instead of compiling it, and trains to the same losses. TensorFlow's and
+    PyTorch's default Keras steps have no persistent cache: there nothing may be written."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "KDL_COMPILE_CACHE": str(cache), "JAX_LOG_COMPILES": "1"}
+    for name in ("JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME"):
+        env.pop(name, None)
+    first_losses, first_log = _fit_in_a_new_process(env)
+    hit = "Persistent compilation cache hit for 'jit_train_step'"
+    if backend != "jax":
+        assert not cache.exists()
+        return
+    assert hit not in first_log and any(cache.iterdir())
+    second_losses, second_log = _fit_in_a_new_process(env)
+    assert hit in second_log
+    assert second_losses == first_losses
+
+
+def test_the_compile_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("KDL_COMPILE_CACHE", "off")
+    assert backend.compile_cache_dir() is None
+    monkeypatch.setenv("KDL_COMPILE_CACHE", str(tmp_path / "c"))
+    assert backend.compile_cache_dir() == str(tmp_path / "c")
+    monkeypatch.delenv("KDL_COMPILE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert backend.compile_cache_dir() == str(tmp_path / "kdl" / "jax")
+
+
+def test_info_names_the_compile_cache_on_jax():
+    expected = backend.compile_cache_dir() if backend.name() == "jax" else None
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ and backend.name() == "jax":
+        expected = os.environ["JAX_COMPILATION_CACHE_DIR"]    # the user's own setting wins
+    assert backend.info()["compile_cache"] == expected
