@@ -142,6 +142,16 @@ def enable_compile_cache():
     folder = compile_cache_dir()
     if folder is None:
         return
+    existing = folder
+    while not os.path.exists(existing):            # the folder, or where it would be created
+        existing = os.path.dirname(existing)
+    if not (os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK)):
+        import warnings
+
+        warnings.warn(f"kdl: JAX's compile cache is off: {folder} cannot be written ({existing} is "
+                      "not a writable folder); set KDL_COMPILE_CACHE to a writable folder, or to off",
+                      stacklevel=2)
+        return
     settings = {"jax_compilation_cache_dir": folder,
                 "jax_persistent_cache_min_compile_time_secs": COMPILE_CACHE_MIN_SECONDS}
     if "jax" not in sys.modules:       # read by JAX when it is imported
@@ -260,6 +270,10 @@ def versions():
 
 def info():
     """Backend, devices, the compile cache (JAX) and versions in one dict (what `kdl info` prints)."""
-    cache = __import__("jax").config.jax_compilation_cache_dir if name() == "jax" else None
+    cache = None
+    if name() == "jax":
+        import jax
+
+        cache = jax.config.jax_compilation_cache_dir
     return {"backend": name(), "devices": devices(), "accelerator": accelerator(),
             "compile_cache": cache, "versions": versions()}

@@ -100,3 +100,11 @@ def test_info_names_the_compile_cache_on_jax():
     if "JAX_COMPILATION_CACHE_DIR" in os.environ and backend.name() == "jax":
         expected = os.environ["JAX_COMPILATION_CACHE_DIR"]    # the user's own setting wins
     assert backend.info()["compile_cache"] == expected
+
+
+def test_an_unwritable_compile_cache_folder_is_a_clear_warning_not_an_error(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("KDL_COMPILE_CACHE", str(blocker / "cache"))
+    with pytest.warns(UserWarning, match=f"compile cache is off: {blocker / 'cache'} cannot be written"):
+        backend.enable_compile_cache()
