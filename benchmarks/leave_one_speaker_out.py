@@ -11,7 +11,8 @@ per-speaker table and the mean, and writes results.json and results.md into --ou
 
 Each fold is its own run directory (OUT/SPEAKER); a fold whose fold.json exists is not trained
 again, so a killed benchmark continues where it stopped. `--official` adds a fold on the
-recipe's own split (FSDD: recording index 0-4 as test), for the numbers side by side.
+source's own split (`data.split = "default"`; FSDD: recording index 0-4 as test), for the numbers
+side by side.
 """
 
 import argparse
@@ -59,7 +60,7 @@ def main(argv=None):
     results = {}
     for name, held_out in folds:
         overrides = args.set + (['data.split="speaker"', f"data.test_speakers={json.dumps(held_out)}"]
-                                if held_out else [])
+                                if held_out else ['data.split="default"', "data.test_speakers=[]"])
         results[name] = run_fold(args.recipe, overrides, args.data_root, out / name)
         print(f"{name}: {json.dumps(results[name])}", flush=True)
     summary = summarize(results, recipe.task, backend.name(), args)

@@ -1,15 +1,20 @@
-"""The benchmark scripts that cannot be run in full here stay runnable: `benchmarks/gpu.sh
---dry-run` takes every step of the GPU measurement (installs aside), tiny, on this machine's
-CPU (the text comparisons on one backend each), and writes the tables docs/benchmarks.md takes.
+"""The benchmark scripts that cannot be run in full here stay runnable, tiny, on this machine's CPU.
 
-Run once, in the jax session of `make test`: the script starts every backend's processes itself
-(`kdl compare` and the time-to-accuracy runs), so the other two sessions would run the very same
-commands again.
+`benchmarks/gpu.sh --dry-run` takes every step of the GPU measurement (installs aside), the text
+comparisons on one backend each, and writes the tables docs/benchmarks.md takes. It runs once, in
+the jax session of `make test`: the script starts every backend's processes itself (`kdl compare`
+and the time-to-accuracy runs), so the other two sessions would run the very same commands again.
+
+`benchmarks/leave_one_speaker_out.py` trains in its own process on the backend it is given, so it
+runs on every backend.
 """
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
+import tomllib
 
 import pytest
 from conftest import REPO
@@ -35,3 +40,21 @@ def test_gpu_script_dry_run_writes_every_table(tmp_path, shared_data):
         assert f"| {run} | 1 |" in tables          # one epoch each, scored
     rows = {b: tables.count(f"| {b} |") for b in ("jax", "tensorflow", "torch")}
     assert rows == {"jax": 1, "tensorflow": 2, "torch": 2}     # digits on all three, the text tasks on one
+
+
+def test_leave_one_speaker_out_holds_each_voice_out_and_scores_the_official_split(tmp_path, shared_data):
+    spec = importlib.util.spec_from_file_location("loso", REPO / "benchmarks" / "leave_one_speaker_out.py")
+    loso = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loso)
+    out = tmp_path / "loso"
+    tiny = ["data.limit=600", "train.epochs=1", "model.options.filters=[4]", "model.options.dense=8",
+            "data.augment.probability=1.0"]
+    assert loso.main(["recipes/speech/fsdd_digits_new_voices.toml", "--out", str(out), "--speakers", "theo",
+                      "--official", "--data-root", str(shared_data), *[f"--set={s}" for s in tiny]]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["folds"]) == {"theo", "official"} and results["backend"] == backend.name()
+    held_out = tomllib.loads((out / "theo" / "recipe.toml").read_text())["data"]
+    official = tomllib.loads((out / "official" / "recipe.toml").read_text())["data"]
+    assert (held_out["split"], held_out["test_speakers"]) == ("speaker", ["theo"])
+    assert (official["split"], official["test_speakers"]) == ("default", [])   # not the recipe's george
+    assert 0 <= results["folds"]["theo"]["accuracy"] <= 1 and "| theo |" in (out / "results.md").read_text()

@@ -242,8 +242,8 @@ def test_bad_word_lists_language_models_and_transcripts_are_clear_errors(tmp_pat
 # --- augmentation ---------------------------------------------------------------------------------
 
 
-AUGMENT = {"probability": 1.0, "speed": 0.1, "pitch": 2.0, "gain": 6.0, "noise": 10.0, "reverb": 0.1,
-           "shift": 0.05}
+AUGMENT = {"probability": 1.0, "speed": 0.1, "pitch": 2.0, "gain": 6.0, "eq": 6.0, "noise": 10.0,
+           "reverb": 0.1, "shift": 0.05}
 
 
 @pytest.mark.parametrize("task", ["speech_recognizer", "audio_classifier"])
@@ -277,6 +277,21 @@ def test_augmentation_changes_training_batches_only(task):
     assert plain.evaluate().metrics == augmented.evaluate().metrics
 
 
+@pytest.mark.parametrize("sample_rate", [4000, 8000, 16000])
+def test_the_equalizer_colours_a_clip_and_stays_below_nyquist(sample_rate):
+    """audiomentations' SevenBandParametricEQ gives NaN at 8 kHz (bands above Nyquist); ours may not."""
+    from kdl.data.augment import AugmentConfig, Augmenter
+
+    clip = np.random.default_rng(0).normal(0, 0.1, sample_rate // 2).astype(np.float32)
+    augment = Augmenter(AugmentConfig(eq=12.0, probability=1.0), sample_rate=sample_rate, seed=0)
+    out = augment(np.stack([clip] * 32))
+    assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
+    bands = np.abs(np.fft.rfft(out, axis=1)[:, :-1]).reshape(32, 8, -1).mean(axis=2)   # (clips, 8 bands)
+    plain = np.abs(np.fft.rfft(clip)[:-1]).reshape(8, -1).mean(axis=1)
+    change = 20 * np.log10(bands / plain)                                              # dB per band
+    assert np.abs(change).max() > 3 and change.std(axis=0).min() > 0.5    # every band moves, differently
+
+
 def test_augmentation_options_are_checked():
     with pytest.raises(ConfigError, match=r"speed must be less than 0\.5; got 0\.7"):
         kdl.recipes.audio_classifier(augment={"speed": 0.7})
@@ -286,3 +301,7 @@ def test_augmentation_options_are_checked():
                                           augment={"gain": 3.0, "probability": 1.5})
     with pytest.raises(ConfigError, match=r"data.augment.probability must be from 0 to 1; got 1\.5"):
         recipe.batches("train", shuffle=True)
+    low = kdl.recipes.audio_classifier(([np.ones(100)] * 4, [0, 1, 0, 1]), sample_rate=800,
+                                       augment={"eq": 6.0})
+    with pytest.raises(ConfigError, match=r"data.augment.eq needs audio of at least 1000 Hz .*rate is 800"):
+        low.batches("train", shuffle=True)

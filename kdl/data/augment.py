@@ -11,6 +11,11 @@ Each augmentation is off at 0 and applied to a clip with chance `probability`:
 - `speed`: the tempo changes by a factor drawn from 1 - speed .. 1 + speed (`TimeStretch`);
 - `pitch`: the pitch moves by up to this many semitones up or down (`PitchShift`);
 - `gain`: the level changes by up to this many dB up or down (`Gain`);
+- `eq`: another microphone and room colouring: a low shelf, five peaking bands and a high shelf,
+  each cutting or boosting by up to this many dB at a random frequency below 0.45 x the sample
+  rate (`LowShelfFilter`, `PeakingFilter`, `HighShelfFilter`; audiomentations' own
+  `SevenBandParametricEQ` places bands up to 9.5 kHz, above the Nyquist frequency of 8 kHz audio,
+  where its filters give NaN);
 - `noise`: coloured background noise (white to brown) at a signal-to-noise ratio drawn from
   `noise` to `noise + 20` dB (`AddColorNoise`);
 - `reverb`: a synthetic room, exponentially decaying noise with a reverberation time (RT60) of
@@ -48,14 +53,29 @@ class AugmentConfig:
     speed: float = setting(0.0, at_least=0, below=0.5)   # tempo factor from 1 - speed to 1 + speed
     pitch: float = setting(0.0, at_least=0)   # semitones up or down
     gain: float = setting(0.0, at_least=0)    # dB up or down
+    eq: float = setting(0.0, at_least=0)      # dB each of 7 random frequency bands is cut or boosted
     noise: float = setting(0.0, at_least=0)   # background noise at noise .. noise + 20 dB SNR; 0: off
     reverb: float = setting(0.0, at_least=0)  # seconds: longest reverberation time (RT60) of a room
     shift: float = setting(0.0, at_least=0)   # seconds: start the speech up to this much later
 
     @property
     def active(self):
-        return self.probability > 0 and any((self.speed, self.pitch, self.gain, self.noise, self.reverb,
-                                             self.shift))
+        return self.probability > 0 and any((self.speed, self.pitch, self.gain, self.eq, self.noise,
+                                             self.reverb, self.shift))
+
+
+def _equalizer(A, db, sample_rate, p):
+    """A random 7-band equalizer within the audio's band: a low shelf at 50-120 Hz, five peaking
+    bands between 80 Hz and 0.45 x sample_rate (geometrically spaced ranges), a high shelf at
+    0.3-0.45 x sample_rate; each cuts or boosts by up to `db`."""
+    top = 0.45 * sample_rate
+    edges = np.geomspace(80.0, top, 6)
+    bands = [A.LowShelfFilter(50.0, 120.0, -db, db, p=1.0)]
+    bands += [A.PeakingFilter(min_center_freq=low, max_center_freq=high, min_gain_db=-db, max_gain_db=db,
+                              p=1.0) for low, high in zip(edges, edges[1:])]
+    bands.append(A.HighShelfFilter(min_center_freq=0.3 * sample_rate, max_center_freq=top,
+                                   min_gain_db=-db, max_gain_db=db, p=1.0))
+    return A.Compose(bands, p=p)
 
 
 class Augmenter:
@@ -70,6 +90,9 @@ class Augmenter:
 
         if not 0 <= config.probability <= 1:
             raise ConfigError(f"data.augment.probability must be from 0 to 1; got {config.probability!r}")
+        if config.eq and sample_rate < 1000:
+            raise ConfigError(f"data.augment.eq needs audio of at least 1000 Hz (its bands start at 50 Hz "
+                              f"and end below 0.45 x the sample rate); data.sample_rate is {sample_rate}")
         self.config, self.sample_rate = config, sample_rate
         self.rng = np.random.default_rng([seed, 7])
         p, transforms = config.probability, []
@@ -80,6 +103,8 @@ class Augmenter:
             transforms.append(A.PitchShift(-config.pitch, config.pitch, method="signalsmith_stretch", p=p))
         if config.gain:
             transforms.append(A.Gain(-config.gain, config.gain, p=p))
+        if config.eq:
+            transforms.append(_equalizer(A, config.eq, sample_rate, p))
         if config.reverb:
             transforms.append(A.Lambda(self._reverb, p=p))
         if config.noise:
