@@ -123,7 +123,7 @@ def compile_cache_dir():
     if chosen:
         return os.path.abspath(os.path.expanduser(chosen))
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "kdl", "jax")
+    return os.path.abspath(os.path.join(root, "kdl", "jax"))
 
 
 def enable_compile_cache():

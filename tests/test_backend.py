@@ -93,6 +93,9 @@ def test_the_compile_cache_folder_follows_the_environment(monkeypatch, tmp_path)
     monkeypatch.delenv("KDL_COMPILE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert backend.compile_cache_dir() == str(tmp_path / "kdl" / "jax")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")    # XDG forbids it; import kdl hung on it
+    assert backend.compile_cache_dir() == str(tmp_path / "relative" / "kdl" / "jax")
 
 
 def test_info_names_the_compile_cache_on_jax():
