@@ -5,6 +5,7 @@ tests/test_contract.py."""
 
 import json
 
+import keras
 import numpy as np
 import pytest
 from test_data_audio import write_wav
@@ -110,6 +111,9 @@ def test_options_and_decoder_checks():
         kdl.recipes.speech_recognizer(model="lstm")
     with pytest.raises(ConfigError, match="has no option 'filters'"):
         kdl.recipes.speech_recognizer(filters=[8])
+    with pytest.raises(ConfigError, match='model.options.frontend must be "conv" or "cnn"; got \'vgg\''):
+        kdl.recipes.speech_recognizer(utterances(["a", "b"] * 3), sample_rate=RATE, max_seconds=0.6,
+                                      characters="ab", frontend="vgg").build_model()
     recipe = kdl.recipes.speech_recognizer(utterances(["a", "b"] * 3), sample_rate=RATE, max_seconds=0.6,
                                            characters="ab", decoder="viterbi")
     log_probs = np.log(np.full((1, 5, 3), 1 / 3, "float32"))
@@ -119,6 +123,22 @@ def test_options_and_decoder_checks():
     assert recipe.decode(np.log(np.eye(3, dtype="float32")[[1, 0, 2, 2]][None] + 1e-6), "greedy") == ["ab"]
     with pytest.raises(ConfigError, match="no model yet"):
         recipe.transcribe([np.zeros(100)])
+
+
+def test_the_cnn_front_end_learns_the_small_set_and_reloads(tmp_path):
+    """frontend = "cnn" (conv, batch norm and frequency pooling; the new-voices recipe's) trains to
+    the same exact transcripts as the default front-end, and a saved run transcribes the same."""
+    train = utterances(TEXTS * 2)
+    recipe = kdl.recipes.speech_recognizer(
+        {"train": train, "test": utterances(TEXTS[:6], seed=1)}, sample_rate=RATE, max_seconds=0.6,
+        epochs=40, batch_size=14, validation_split=0.0, width=32, channels=8, dropout=0.0, hop_ms=20.0,
+        time_masks=0, freq_masks=0, mel_bins=16, learning_rate=1e-2, frontend="cnn")
+    recipe.fit(verbose=0)
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in recipe.model.layers) == 3
+    waves, texts = train
+    assert recipe.transcribe(waves) == texts
+    loaded = kdl.recipes.load(recipe.save(tmp_path / "run"))
+    assert loaded.config.model.options["frontend"] == "cnn" and loaded.transcribe(waves[:6]) == texts[:6]
 
 
 def test_saved_run_holds_its_characters_and_transcribes_the_same(letters_run):
