@@ -155,7 +155,8 @@ def _link_or_copy(source, target):
 def lock(path):
     """Hold run directory `path` (created if missing) for this process while the block runs;
     nested locks on the same directory in one process are one lock. Raises RunError naming the
-    holder when another live process holds it."""
+    holder when another live process holds it. A directory it created that is still empty at the
+    end (the block failed before writing, e.g. on a bad model option) is removed again."""
     path = pathlib.Path(path)
     key = path.resolve()
     if key in _held:
@@ -165,6 +166,7 @@ def lock(path):
         finally:
             _held[key] -= 1
         return
+    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -180,6 +182,9 @@ def lock(path):
         del _held[key]
         if _read_lock(file) == me:
             file.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):     # not empty: the run wrote something; keep it
+                path.rmdir()
 
 
 def _acquire(file, me):

@@ -106,6 +106,14 @@ def test_transcripts_outside_the_vocabulary(tmp_path):
         recipe.characters
 
 
+def test_a_bad_front_end_is_a_clear_error_that_leaves_no_run_folder(tmp_path):
+    recipe = kdl.recipes.speech_recognizer(utterances(["a", "b"] * 3), sample_rate=RATE, max_seconds=0.6,
+                                           characters="ab", frontend="vgg")
+    with pytest.raises(ConfigError, match='model.options.frontend must be "conv" or "cnn"; got \'vgg\''):
+        recipe.fit(out=tmp_path / "runs" / "bad", verbose=0)
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
 def test_options_and_decoder_checks():
     with pytest.raises(ConfigError, match="unknown model 'lstm'"):
         kdl.recipes.speech_recognizer(model="lstm")
