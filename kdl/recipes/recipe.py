@@ -558,9 +558,13 @@ class Recipe:
         elif train.schedule != "constant":
             raise ConfigError("train.schedule must be one of constant, cosine, warmup_cosine; "
                               f"got {train.schedule!r}")
+        config = {"learning_rate": rate}
+        if train.weight_decay:
+            config["weight_decay"] = train.weight_decay
+        if train.ema:       # Keras' fit ends by writing the averaged weights into the model
+            config.update(use_ema=True, ema_momentum=train.ema)
         try:
-            return keras.optimizers.get({"class_name": train.optimizer,
-                                         "config": {"learning_rate": rate}})
+            return keras.optimizers.get({"class_name": train.optimizer, "config": config})
         except ValueError:
             raise ConfigError(f"train.optimizer: unknown Keras optimizer {train.optimizer!r} "
                               "(try adam, adamw, sgd, rmsprop)") from None
