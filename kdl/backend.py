@@ -200,6 +200,20 @@ def sync_training_state(model):
         model.jax_state_sync()
 
 
+def unshare_averaged_weights(model):
+    """After a fit with `train.ema`: give `model`'s weights buffers of their own. On JAX, Keras
+    ends fit by assigning the optimizer's moving-average arrays to the model's variables, so both
+    hold one buffer, and the next evaluate or predict donates it to XLA: saving the optimizer then
+    reads a deleted array. A copy per weight (a no-op elsewhere, whose assign copies)."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)     # under loss scaling
+    if name() == "jax" and getattr(optimizer, "use_ema", False):
+        import jax.numpy as jnp
+
+        for weight in model.trainable_weights:
+            weight.assign(jnp.array(weight.value, copy=True))
+
+
 def gradient(function, x):
     """(values, gradients) as NumPy: `function` maps a batch `x` to one value per example (B,), and
     gradients[i] = d values[i] / d x[i] (the gradient of their sum: examples do not interact in

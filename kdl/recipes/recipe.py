@@ -275,6 +275,7 @@ class Recipe:
                            f"{error.strerror or error} ({error.filename}); its last good "
                            "checkpoint is kept; free some space and run the same command again "
                            "to resume") from None
+        backend.unshare_averaged_weights(self.model)      # train.ema on JAX
         self.model = plan.release(self.model, self.build_model,
                                   lambda model, optimizer: self.compile_model(optimizer, model))
         self._divergence.raise_if_diverged()     # TrainingDiverged: names epoch, step, checkpoint
