@@ -176,6 +176,7 @@ def _predict(args, task=None):
     the run's task): one line (or JSON object, or CSV row) per input, named by its file or
     position. Folders are expanded to the task's files; `-` reads standard input."""
     from kdl import recipes
+    from kdl.inputs import prediction_units
 
     recipe = recipes.load(args.run, unsafe=args.unsafe)
     if task is not None and recipe.task != task:
@@ -184,7 +185,7 @@ def _predict(args, task=None):
     options = {name: getattr(args, name) for name in ("beam_size", "decoder", "words", "lm")
                if getattr(args, name, None) is not None}
     rows, failed = [], 0
-    units = _prediction_units(args.inputs, recipe, args.text)
+    units = prediction_units(args.inputs, recipe, args.text)
     total = sum(len(names) for names, _, _ in units)
     with progress.bar(what="predicting", total=total, unit="inputs") as shown:    # long work only
         while units:
@@ -210,69 +211,6 @@ def _predict(args, task=None):
     return 1 if failed else 0
 
 
-CHUNK = 256      # files read and predicted together by `kdl predict`
-
-
-def _prediction_units(items, recipe, literal_text):
-    """[(names, inputs, is_chunk_of_files)] for recipe.predict, in the order given: files in
-    chunks of CHUNK, the lines of a .txt file (or of standard input, `-`), the rows of a .npy
-    array, literal strings (text runs); folders expanded, recursively, to the task's files
-    (`recipe.input_files`). An input that cannot be read is a unit whose inputs are its error."""
-    from kdl.data.io import walk_folder
-
-    texts = recipe.input_files == (".txt",)      # text runs: an example is a line or a string
-    units, files = [], []
-
-    def add(unit):
-        units.extend((files[i:i + CHUNK], files[i:i + CHUNK], True) for i in range(0, len(files), CHUNK))
-        files.clear()
-        units.append(unit)
-
-    def read(item):
-        try:
-            inputs = _inputs_of(item)
-            if len(inputs) == 0:
-                raise DataError(f"{item!r} holds no examples (an empty file, or an array of 0 rows)")
-        except DataError as error:
-            return [item], error, False
-        return [item] if len(inputs) == 1 else [f"{item}[{i}]" for i in range(len(inputs))], inputs, False
-
-    for item in items:
-        if literal_text:
-            add(([item], [item], False))
-        elif item == "-":
-            lines = [line.rstrip("\r\n") for line in sys.stdin]
-            if texts:
-                add(([f"-[{i}]" for i in range(len(lines))], lines, False))
-            else:
-                files.extend(line for line in lines if line.strip())
-        elif os.path.isdir(item):
-            try:      # the loaders' folder walk: a link loop or a dangling link is named
-                found = [str(path) for path in walk_folder(item, recipe.input_files, recursive=True)[1]]
-            except DataError as error:
-                add(([item], error, False))
-                continue
-            if not found:
-                add(([item], DataError(f"folder {item!r} holds no {' or '.join(recipe.input_files)} files "
-                                       f"for this {recipe.task} run"), False))
-            for path in found:
-                if texts:
-                    add(read(path))
-                else:
-                    files.append(path)
-        elif item.endswith((".npy", ".txt")):
-            add(read(item))
-        elif texts and os.path.isfile(item):
-            add(([item], DataError(f"{item!r} is a file; a {recipe.task} run reads .txt files (one "
-                                   "example a line), or use --text to predict on the string itself"), False))
-        elif texts:
-            add(([item], [item], False))
-        else:
-            files.append(item)
-    add(([], [], False))
-    return [unit for unit in units if unit[0]]
-
-
 def _print_rows(rows, output):
     if output == "json":
         print(json.dumps([row for row, _ in rows], indent=2, ensure_ascii=False))
@@ -294,6 +232,7 @@ def _explain(args):
     """`kdl explain RUN INPUT...`: one explanation of all the inputs (read as `kdl predict` reads
     them), saved as pictures, .npy files and an index.html in --out."""
     from kdl import explain, recipes
+    from kdl.inputs import class_target, prediction_units
 
     recipe = recipes.load(args.run, unsafe=args.unsafe)
     settings = {name: getattr(args, name) for name in ("steps", "at", "layer", "window")
@@ -302,9 +241,9 @@ def _explain(args):
         settings["baseline"] = _number_or_word(args.baseline)
     if args.method == "occlusion" and "baseline" in settings and isinstance(settings["baseline"], str):
         raise KdlError(f"--baseline {args.baseline!r}: occlusion fills its window with a number")
-    target = None if args.target is None else _target(args.target, recipe)
+    target = None if args.target is None else class_target(args.target, recipe)
     parts = []
-    for names, inputs, _ in _prediction_units(args.inputs, recipe, args.text):
+    for names, inputs, _ in prediction_units(args.inputs, recipe, args.text):
         if isinstance(inputs, DataError):
             raise inputs
         parts.append(recipe.explain(inputs, method=args.method, target=target, names=names, **settings))
@@ -322,12 +261,6 @@ def _number_or_word(text):
         return float(text)
     except ValueError:
         return text
-
-
-def _target(text, recipe):
-    """--target: a class name, else a class index."""
-    names = list(getattr(recipe, "class_names", []) or [])
-    return text if text in names or not text.isdigit() else int(text)
 
 
 def _tune(args):
@@ -406,22 +339,6 @@ def _export(args):
     recipe.export(out, args.format)
     print(f"kdl: exported {recipe.task} as {args.format} on {backend.name()} to {out} "
           "(signature in signature.json)")
-
-
-def _inputs_of(item):
-    """What one .txt or .npy file means: the lines of a .txt file, the rows of a .npy array."""
-    import numpy as np
-
-    from kdl.data import read_lines
-
-    if item.endswith((".npy", ".txt")) and not os.path.isfile(item):
-        raise DataError(f"no input file {item!r} (use --text for literal strings)")
-    if item.endswith(".npy"):
-        try:
-            return np.load(item, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise DataError(f"cannot read {item!r} as a NumPy .npy array: {error}") from None
-    return read_lines(item) if item.endswith(".txt") else [item]
 
 
 def _parser():

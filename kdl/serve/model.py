@@ -2,7 +2,7 @@
 
 `ServedRun` reads a request's inputs on the caller's thread: JSON (texts, arrays: a list of
 inputs) or uploaded files, written to a temporary folder and read as `kdl predict` reads files
-(kdl.cli's `_prediction_units`). Every call into the model runs on the run's model thread
+(kdl.inputs). Every call into the model runs on the run's model thread
 (kdl.serve.worker), where concurrent predictions are joined.
 
 >>> served = ServedRun("runs/digits")                                          # doctest: +SKIP
@@ -25,6 +25,7 @@ import numpy as np
 
 from kdl import backend, recipes
 from kdl.errors import ConfigError, DataError, KdlError, KdlWarning
+from kdl.inputs import class_target, prediction_units
 from kdl.serve.worker import ModelThread
 
 MAX_BATCH = 64           # inputs one request may hold (rows of uploaded .npy/.txt files count one each)
@@ -86,8 +87,6 @@ class ServedRun:
     def explain(self, inputs, files, fields):
         """{"task", "method", "explanations": [{"input", "predicted", "target", "probability", "png"}],
         "warnings"}: the attribution picture of each input, a base64 PNG (kdl.explain.render)."""
-        from kdl.cli import _target
-
         options = self._fields(fields, EXPLAIN_FIELDS, "explain")
         methods = self.metadata["explain_methods"]
         if not methods:
@@ -98,7 +97,7 @@ class ServedRun:
             raise ConfigError(f"method {method!r} does not apply to this {self.recipe.task} run; its "
                               f"methods: {', '.join(methods)}")
         target = options.get("target")
-        target = _target(target, self.recipe) if isinstance(target, str) else target
+        target = class_target(target, self.recipe) if isinstance(target, str) else target
         with self._units(inputs, files) as (units, folder):
             found, notes = self.model.call(self._explain, units, method, target).result()
         return {"task": self.recipe.task, "method": method, "explanations": found,
@@ -174,8 +173,6 @@ class ServedRun:
     def _file_units(self, files, folder):
         """[(names, batch)] of uploaded files, each written as FOLDER/I/NAME and read as
         `kdl predict` reads a file (images, WAVs, .npy rows, .txt lines for text runs)."""
-        from kdl.cli import _prediction_units
-
         if not files:
             raise DataError(f"the upload holds no files; expected {self.metadata['inputs']['files']}")
         paths = []
@@ -190,7 +187,7 @@ class ServedRun:
             path.write_bytes(content)
             paths.append(str(path))
         units = []
-        for names, batch, _ in _prediction_units(paths, self.recipe, literal_text=False):
+        for names, batch, _ in prediction_units(paths, self.recipe, literal_text=False):
             if isinstance(batch, DataError):
                 raise batch
             units.append(([_hide(name, folder) for name in names], batch))
