@@ -20,3 +20,4 @@ kdl compare recipes/image_classification/digits_cnn.toml --epochs 3 --baseline -
 kdl compare recipes/text_classification/sst2_transformer.toml --steps 300 --baseline --out "$out/compare_sst2_transformer"
 python benchmarks/conv_throughput.py
 python benchmarks/time_to_accuracy.py --out "$out/time_to_accuracy"
+python benchmarks/torch_compile.py

@@ -58,3 +58,18 @@ def test_leave_one_speaker_out_holds_each_voice_out_and_scores_the_official_spli
     assert (held_out["split"], held_out["test_speakers"]) == ("speaker", ["theo"])
     assert (official["split"], official["test_speakers"]) == ("default", [])   # not the recipe's george
     assert 0 <= results["folds"]["theo"]["accuracy"] <= 1 and "| theo |" in (out / "results.md").read_text()
+
+
+@pytest.mark.skipif(backend.name() != "torch", reason="it measures torch.compile, which only PyTorch has "
+                                                      "(the script selects torch itself: run once)")
+def test_torch_compile_probe_reports_step_times_and_graph_breaks(shared_data):
+    env = dict(os.environ, KDL_DATA=str(shared_data))
+    command = [sys.executable, "benchmarks/torch_compile.py", "recipes/image_classification/digits_cnn.toml",
+               "--steps", "12"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    row = [line for line in done.stdout.splitlines() if line.startswith("| digits_cnn.toml |")]
+    eager, compiled, ratio, first, graphs, recompiles, breaks = row[0].strip("| ").split(" | ")[1:]
+    assert float(eager) > 0 and float(compiled) > 0 and float(first) > 0
+    assert float(ratio) == pytest.approx(float(compiled) / float(eager), abs=0.01)
+    assert int(graphs) >= 1 and int(recompiles) >= 0 and int(breaks) >= 0      # TorchDynamo's counters
