@@ -78,7 +78,8 @@ class TrainConfig:
     learning_rate: float = setting(1e-3, at_least=0)   # 0 keeps the weights (a check)
     schedule: str = "constant"      # "constant", "cosine" (decays to 0 over all epochs) or "warmup_cosine"
     warmup_steps: int = setting(0, at_least=0)   # "warmup_cosine": linear warm-up steps, then cosine
-    weight_decay: float = setting(0.0, at_least=0)   # decoupled (AdamW-style) decay x the rate; 0: off
+    weight_decay: float = setting(0.0, at_least=0)   # decoupled (AdamW-style) decay x the rate; 0: the
+                                                     # optimizer's own (none; adamw's is 0.004)
     ema: float = setting(0.0, at_least=0, below=1)   # keep a moving average of the weights (this momentum,
                                                      # e.g. 0.99) and end with it; 0: off
     early_stopping: int = setting(0, at_least=0)  # patience in epochs on validation loss; 0: off
