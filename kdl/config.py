@@ -29,7 +29,7 @@ import typing
 
 import tomli_w
 
-from kdl.errors import ConfigError
+from kdl.errors import ConfigError, warn
 
 
 def setting(default=None, *, at_least=None, above=None, below=None, pipeline=False, factory=None):
@@ -156,9 +156,10 @@ def _check_limit(data, prefix):
 def check_schedule(train, total_steps):
     """Raise ConfigError when the learning-rate schedule of `train` (a TrainConfig) does not fit a
     run of `total_steps` optimizer steps: a `warmup_steps` longer than the whole run would never
-    reach the learning rate. Checked when the optimizer is made (`Recipe.make_optimizer`), not
-    with the other bounds, because the number of steps (epochs x batches per epoch) is known only
-    once the data is loaded.
+    reach the learning rate. Warn (KdlWarning) when `ema` averages over more steps than the run
+    has, so that the weights it ends on are still more than 5% those of the first step. Checked
+    when the optimizer is made (`Recipe.make_optimizer`), not with the other bounds, because the
+    number of steps (epochs x batches per epoch) is known only once the data is loaded.
 
     >>> check_schedule(TrainConfig(schedule="warmup_cosine", warmup_steps=400), total_steps=90)
     Traceback (most recent call last):
@@ -171,6 +172,12 @@ def check_schedule(train, total_steps):
             f"(epochs x batches per epoch); the learning rate would never reach train.learning_rate = "
             f"{train.learning_rate:g}. Set train.warmup_steps to at most {total_steps} (a tenth of the "
             f"run, {max(total_steps // 10, 1)}, is common), or train for more epochs")
+    early = train.ema ** max(total_steps - 1, 0)     # the first step's share of the final average
+    if train.ema and early > 0.05:
+        fitting = math.floor(100 * 0.05 ** (1 / max(total_steps - 1, 1))) / 100
+        warn(f"train.ema = {train.ema:g} averages over about {1 / (1 - train.ema):.0f} steps, but the run "
+             f"takes {total_steps}: the weights it ends on are still {early:.0%} those of its first step. "
+             f"Lower train.ema (at most {fitting:g} for this run) or train for more epochs")
 
 
 def _check_bounds(field, value, name):

@@ -50,3 +50,10 @@ def test_ema_ends_on_the_moving_average_and_the_saved_run_keeps_it(tmp_path):
 def test_out_of_range_values_are_clear_errors(field, value, expected):
     with pytest.raises(kdl.errors.ConfigError, match=expected):
         kdl.recipes.image_classifier(**{field: value})
+
+
+def test_an_average_longer_than_the_run_is_a_warning_naming_a_fitting_value():
+    recipe = kdl.recipes.image_classifier(epochs=1, filters=[8], ema=0.999)     # about 45 steps
+    with pytest.warns(kdl.errors.KdlWarning, match=r"train.ema = 0.999 averages over about 1000 steps, "
+                                                   r"but the run takes \d+: .* \(at most 0\.9\d"):
+        recipe.fit(verbose=0)
