@@ -1,5 +1,6 @@
-"""Shared test set-up. The suite runs once per backend: `KERAS_BACKEND=jax pytest`, then
-tensorflow, then torch (`make test` does all three); every test runs on the active backend."""
+"""Shared test set-up. The suite runs once per backend: `KERAS_BACKEND=jax pytest`, and the
+same on tensorflow and torch (`make test` runs the three sessions side by side); every test runs on
+the active backend."""
 
 import os
 import pathlib

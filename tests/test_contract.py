@@ -1,5 +1,5 @@
 """Every recipe keeps the one contract (tests/harness.py) on the active backend: build, fit into a
-run directory, evaluate, predict, save, reload here and on the other backends, export, and
+run directory, evaluate, predict, save, reload here and on the next backend, export, and
 `kdl predict` from the command line."""
 
 import pytest
