@@ -39,6 +39,8 @@ browser:
 # 2-core machine they finish in about half the time of one after the other. Each output line
 # starts with its backend's name; a session that fails fails the target.
 test: lint browser
+	@for b in $(BACKENDS); do case $$b in jax|tensorflow|torch) ;; \
+		*) echo "make test: BACKENDS names '$$b'; each must be jax, tensorflow or torch"; exit 2;; esac; done
 	@printf '%s\n' $(BACKENDS) | xargs -P $(JOBS) -I {} bash -o pipefail -c \
 		'echo "[{}] === tests on {} ==="; KERAS_BACKEND={} $(VENV)/bin/python -m pytest $(PYTEST_ARGS) 2>&1 | sed -u "s/^/[{}] /"' \
 		|| { echo "make test: tests failed on a backend (its lines above start with its name)"; exit 1; }

@@ -23,6 +23,19 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("KDL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def next_backend(name):
+    """The backend after `name` in jax -> tensorflow -> torch -> jax. A test that loads a run saved
+    here on this one backend covers, over the three sessions of `make test`, every backend loading
+    a run another saved, in half the processes of loading it on both others.
+
+    >>> next_backend("torch")
+    'jax'
+    """
+    from kdl.backend import BACKENDS
+
+    return BACKENDS[(BACKENDS.index(name) + 1) % len(BACKENDS)]
+
+
 def pytest_report_header(config):
     import keras
 

@@ -18,6 +18,7 @@ import typing
 
 import numpy as np
 import pytest
+from conftest import next_backend
 from test_data_audio import write_wav
 
 import kdl
@@ -80,10 +81,7 @@ def run_task_test(case, tmp_path):
     np.testing.assert_allclose(same.outputs, result.outputs, atol=1e-6)
     assert same.rows() == result.rows()
 
-    # the next backend loads it (jax -> tensorflow -> torch -> jax): over the three sessions of
-    # `make test` every backend loads a run another saved, in half the processes of every pair
-    here = backend.BACKENDS.index(backend.name())
-    others = [backend.BACKENDS[(here + 1) % len(backend.BACKENDS)]]
+    others = [next_backend(backend.name())]
     for name, (outputs, rows) in predict_on_backends(run_dir, case.inputs, others, tmp_path).items():
         np.testing.assert_allclose(outputs, result.outputs, atol=TOLERANCE, err_msg=f"on {name}")
         assert [row.get("label", row.get("translation", row.get("transcript"))) for row in rows] == \

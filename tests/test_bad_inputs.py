@@ -449,6 +449,12 @@ DATA_CASES = [
      r"t/pos/bad.txt, line 1: byte 0xe9 at column 4 is not UTF-8 text"),
     ("an empty CSV file", lambda f, r: load_texts(write(f.tmp / "e.csv")), DataError,
      r"e.csv, line 1: no column 'sentence'; the header has columns \[\]"),
+    ("a ';'-separated CSV file", lambda f, r: load_texts(write(f.tmp / "s.csv", "sentence;label\na;1\n")),
+     DataError, r"s.csv, line 1: no column 'sentence'; the header has columns \['sentence;label'\]\. The "
+     r"file looks separated by ';', but a \.csv file is read as ','-separated: save it with ','"),
+    ("a comma-separated TSV file", lambda f, r: load_texts(write(f.tmp / "c.tsv", "sentence,label\na,1\n")),
+     DataError, r"c.tsv, line 1: no column 'sentence'.* looks separated by ',', but a \.tsv file is read as "
+     r"'\\t'-separated"),
     ("a CSV file with a header only", lambda f, r: load_texts(write(f.tmp / "h.csv", "sentence,label\n")),
      DataError, r"the training data has no examples \(0 examples\); a classifier needs at least 2 classes"),
     ("a TSV row with a field too many", lambda f, r: load_texts(write(

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import scipy.stats
+from conftest import next_backend
 
 import kdl
 from kdl import backend
@@ -128,8 +129,7 @@ def test_same_attributions_on_the_next_backend(image_run, tmp_path):
     recipe, run, (images, _, _) = image_run
     images = images[:4]
     here = recipe.explain(images, steps=64, tolerance=1.0)
-    others = list(backend.BACKENDS)
-    other = others[(others.index(backend.name()) + 1) % 3]
+    other = next_backend(backend.name())
     np.save(tmp_path / "images.npy", images)
     env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-m", "kdl", "explain", str(run), str(tmp_path / "images.npy"),

@@ -11,13 +11,13 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import next_backend
 
 import kdl
 from kdl.errors import ConfigError
 from kdl.explain import attention as att
 
 TOLERANCE = 1e-5
-NEXT_BACKEND = {"jax": "tensorflow", "tensorflow": "torch", "torch": "jax"}
 TEXTS = ["a fine film", "dull and slow", "great fun", "a mess", "lovely acting", "boring plot"] * 4
 LABELS = ["pos", "neg"] * 12
 SOURCES = ["a cat", "a dog", "two cats", "one dog", "a bird", "the man"] * 4
@@ -190,7 +190,7 @@ def test_same_maps_from_the_saved_runs_on_the_next_backend(classifier, translato
     (float32, 1e-5). The translator is decoded greedily on each side; its maps are also compared
     for this backend's translation forced on the other, so they are compared on the same target."""
     here = keras.backend.backend()
-    other = NEXT_BACKEND[here]
+    other = next_backend(here)
     classifier.save(tmp_path / "classifier")
     translator.save(tmp_path / "translator")
     clf = att.attention(classifier, CLASSIFIER_INPUTS)

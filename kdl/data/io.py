@@ -89,15 +89,21 @@ def read_table(path, text_column, label_column):
     text = read_text(path)
     # One field may be as long as the file: the csv module's default limit is 131,072 characters.
     csv.field_size_limit(max(csv.field_size_limit(), min(len(text) + 1, CSV_FIELD_LIMIT)))
-    dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix.lower() == ".tsv" else {}
+    separator = "\t" if path.suffix.lower() == ".tsv" else ","
+    dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if separator == "\t" else {}
     reader = csv.reader(io.StringIO(text, newline=""), **dialect)
     rows = _csv_rows(reader, path)
     header = next(rows, None)
     missing = [name for name in (text_column, label_column) if name not in (header or [])]
     if missing:
+        # a one-column header holding another usual separator: a ';'-separated export, say
+        other = [s for s in (",", ";", "\t", "|") if s != separator and header and len(header) == 1
+                 and s in header[0]]
         raise DataError(
-            f"{path}, line 1: no column {missing[0]!r}; the header has columns {header or []}. "
-            "Pass text_column= and label_column= to name the ones to read"
+            f"{path}, line 1: no column {missing[0]!r}; the header has columns {header or []}. " + (
+                f"The file looks separated by {other[0]!r}, but a {path.suffix} file is read as "
+                f"{separator!r}-separated: save it with {separator!r} between fields"
+                if other else "Pass text_column= and label_column= to name the ones to read")
         )
     text_at, label_at = header.index(text_column), header.index(label_column)
     texts, labels, where = [], [], []
